@@ -1,0 +1,54 @@
+"""The `plmbench` command: a table of contents of what the harness does.
+
+    plmbench describe   <overrides>   parameter counts and FLOPs (one line per cell with experiment=...)
+    plmbench pretrain   <overrides>   one pre-training run
+    plmbench finetune   <overrides>   one fine-tuning run (task=..., init=...)
+    plmbench sweep      <overrides>   an experiment's grid: pre-train, fine-tune, evaluate, tabulate
+    plmbench table      <overrides>   render results/<experiment>/table.{md,csv,png}
+    plmbench bench      <overrides>   training-step throughput against Hugging Face
+    plmbench export-hf  <overrides> [ckpt=PATH] out=DIR
+    plmbench data                     build the embedded offline corpus and proxy tasks
+
+Configuration errors are reported on one line naming the key, before any compute is spent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "describe": "plmbench.commands.describe:main",
+    "pretrain": "plmbench.commands.pretrain:main",
+    "finetune": "plmbench.commands.finetune:main",
+    "sweep": "plmbench.commands.sweep:main",
+    "table": "plmbench.commands.table:main",
+    "bench": "plmbench.commands.bench:main",
+    "export-hf": "plmbench.commands.export_hf:main",
+    "data": "plmbench.commands.data:main",
+}
+
+
+def _load(target: str):
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"plmbench: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    from plmbench.errors import report_user_errors
+
+    with report_user_errors():
+        _load(COMMANDS[command])(overrides)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

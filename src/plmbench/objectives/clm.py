@@ -1,0 +1,28 @@
+"""Causal language modelling (GPT): predict token t+1 from tokens <= t over packed blocks."""
+
+import torch.nn.functional as F
+from torch import nn
+
+from plmbench.models.backbone import Backbone
+from plmbench.models.config import ModelConfig
+from plmbench.models.heads import IGNORE, CausalLMHead
+
+
+class CausalLM(nn.Module):
+    def __init__(self, config: ModelConfig, **_):
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config)
+        self.lm_head = CausalLMHead(self.backbone.embeddings.word)
+
+    def trained_head_modules(self) -> list[nn.Module]:
+        return []  # tied to the input embeddings: no parameters of its own
+
+    def forward(self, batch: dict) -> dict:
+        hidden = self.backbone(batch["input_ids"], batch.get("attention_mask"))
+        logits = self.lm_head(hidden[:, :-1])
+        targets = batch.get("labels", batch["input_ids"])[:, 1:]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
+        valid = targets != IGNORE
+        return {"loss": loss, "lm_loss": loss, "lm_correct": (logits.argmax(-1) == targets)[valid].sum(),
+                "lm_count": valid.sum()}
