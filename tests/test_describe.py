@@ -44,3 +44,18 @@ def test_bert_base_is_110m_with_pooler_free_count():
     out = describe_config(compose("pretrain", ["model=bert", "size=base", "model.vocab_size=30522"]))
     # BERT-base is "110M" including its pooler (0.6M); the backbone alone is 108.9M.
     assert abs(out["backbone_params"] / 1e6 - 108.9) < 0.2
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("sharing=alll", "sharing"),
+    ("model.sharing=alll", "model.sharing='alll': allowed values are none, attention, ffn, all"),
+    ("model.hidden_size=100", "model.hidden_size=100 is not divisible by model.num_heads=12"),
+    ("model=gpt objective=mlm_sop", "causal"),
+    ("modle.sharing=all", "modle.sharing"),
+])
+def test_bad_config_fails_fast_with_one_line_naming_the_key(override, needle):
+    result = subprocess.run([sys.executable, "-m", "plmbench.cli", "describe", *override.split()],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr

@@ -21,7 +21,7 @@ def report_user_errors():
     except (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as error:
         if type(error) is ValueError and not _is_ours(error):
             raise
-        message = " ".join(str(error).split())
+        message = " ".join(str(error).split()).split(" Config search path:")[0]  # Hydra appends its search path
         print(f"plmbench: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -1,0 +1,132 @@
+"""The pre-training LightningDataModule: corpus -> tokenizer -> instances -> masked, padded batches.
+
+Held-out documents (a fixed share, chosen by a hash of their position) give the validation sets: the objective's
+own instances, plus NSP and SOP instances for every encoder so that ALBERT Table 5's intrinsic accuracies are
+measured the same way whatever the model was trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from plmbench.data.collate import PretrainCollator
+from plmbench.data.corpora import build_corpus
+from plmbench.data.instances import build_instances
+from plmbench.data.tokenizer import get_tokenizer
+from plmbench.lit.sampling import IndexedDataset, ResumableBatches
+from plmbench.objectives.masking import Masker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DocumentSplit:
+    """A deterministic share of a corpus's documents (train or held-out), itself a Corpus."""
+
+    corpus: object
+    held_out: bool
+    fraction: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.corpus.name}/{'val' if self.held_out else 'train'}"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.corpus.fingerprint}:{'val' if self.held_out else 'train'}:{self.fraction}"
+
+    def documents(self) -> Iterator[list[str]]:
+        for index, document in enumerate(self.corpus.documents()):
+            bucket = int(hashlib.md5(str(index).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            if (bucket < self.fraction) == self.held_out:
+                yield document
+
+
+class StepSeededCollate:
+    """Seeds each batch's dynamic mask from (seed, batch index): a fresh mask every time a sequence is seen, and
+    the same mask for the same batch after a resume."""
+
+    def __init__(self, collator: PretrainCollator, seed: int):
+        self.collator, self.seed = collator, seed
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch_index = items[0].pop("_batch_index", 0)
+        for item in items[1:]:
+            item.pop("_batch_index", None)
+        generator = torch.Generator().manual_seed(self.seed * 7_919 + int(batch_index))
+        return self.collator(items, generator=generator)
+
+
+class PretrainData(pl.LightningDataModule):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.prepared = False
+
+    def prepare(self) -> None:
+        """Builds (or loads from cache) the tokenizer and every instance set; runs before the model is built, since
+        the model's vocabulary size is the tokenizer's."""
+        if self.prepared:
+            return
+        cfg, data, objective = self.cfg, self.cfg.data, self.cfg.objective
+        corpus = build_corpus(cfg.corpus)
+        self.tokenizer, self.special = get_tokenizer(corpus, cfg.model.tokenizer, int(cfg.model.vocab_size),
+                                                     lowercase=bool(data.get("lowercase", True)))
+        self.vocab_size = self.tokenizer.get_vocab_size()
+        fraction = float(data.get("val_fraction", 0.02))
+        train_docs, val_docs = DocumentSplit(corpus, False, fraction), DocumentSplit(corpus, True, fraction)
+        common = dict(max_seq_len=int(data.max_seq_len), short_seq_prob=float(data.short_seq_prob),
+                      num_proc=int(data.get("num_proc", 1)))
+        masking = data.masking
+        static = bool(masking.get("static")) and objective.mlm
+        self.train, self.stats = build_instances(
+            train_docs, self.tokenizer, self.special, sentence_task=objective.sentence_task,
+            packing=objective.packing, seed=int(cfg.seed), dupe_factor=int(masking.dupe_factor) if static else 1,
+            static_masking=self._masking_options() if static else None, **common)
+        self.val = {"main": build_instances(val_docs, self.tokenizer, self.special,
+                                            sentence_task=objective.sentence_task, packing=objective.packing,
+                                            seed=int(cfg.seed) + 1, **common)[0]}
+        if not cfg.model.causal:
+            for task in ("nsp", "sop"):  # Table 5's intrinsic tasks, for every encoder
+                self.val[task] = build_instances(val_docs, self.tokenizer, self.special, sentence_task=task,
+                                                 packing="segment_pair", seed=int(cfg.seed) + 2, **common)[0]
+        self.masker = Masker(self.vocab_size, self.special, **self._masking_options()) \
+            if objective.mlm and not static else None
+        self.prepared = True
+        log.info("pre-training data: %d train instances, %s held out; stats %s", len(self.train),
+                 {k: len(v) for k, v in self.val.items()}, self.stats)
+
+    def _masking_options(self) -> dict:
+        m = self.cfg.data.masking
+        return {"rate": float(m.rate), "mode": str(m.mode), "max_ngram": int(m.max_ngram),
+                "max_predictions": m.get("max_predictions")}
+
+    def _collate(self, seed: int) -> StepSeededCollate:
+        pad_to = self.cfg.impl.get("pad_to")
+        return StepSeededCollate(PretrainCollator(self.special, self.masker, pad_to=pad_to), seed)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        accumulate = int(self.cfg.trainer.accumulate_grad_batches)
+        start = trainer.global_step * accumulate if trainer is not None else 0
+        end = int(self.cfg.trainer.max_steps) * accumulate
+        sampler = ResumableBatches(len(self.train), int(self.cfg.trainer.batch_size), int(self.cfg.seed), start, end)
+        return DataLoader(IndexedDataset(self.train), batch_sampler=sampler, collate_fn=self._collate(self.cfg.seed),
+                          num_workers=int(self.cfg.trainer.num_workers))
+
+    def val_dataloader(self) -> list[DataLoader]:
+        batch = int(self.cfg.trainer.batch_size)
+        loaders = []
+        for name, rows in self.val.items():
+            sampler = [[(k, i) for i in range(k * batch, min(len(rows), (k + 1) * batch))]
+                       for k in range(max(1, (len(rows) + batch - 1) // batch))]
+            loaders.append(DataLoader(IndexedDataset(rows), batch_sampler=sampler,
+                                      collate_fn=self._collate(10_000 + self.cfg.seed)))
+        return loaders

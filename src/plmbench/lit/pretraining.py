@@ -1,0 +1,105 @@
+"""One pre-training run, from a composed config to a checkpoint and metrics.json.
+
+Used by `plmbench pretrain` (in a Hydra run directory) and by sweeps (in the cell's lineage directory). A run
+directory that already holds checkpoints/last.ckpt is resumed from it: same step, same data order, same RNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from plmbench.data.tokenizer import save_hf_tokenizer
+from plmbench.lit.loggers import build_logger
+from plmbench.lit.pretrain_data import PretrainData
+from plmbench.lit.pretrain_module import PretrainModule
+from plmbench.lit.run_metrics import RunMetrics
+from plmbench.models.config import ConfigError, ModelConfig
+from plmbench.objectives import check_objective
+
+log = logging.getLogger(__name__)
+
+
+def validate_pretrain(cfg: DictConfig) -> None:
+    """Everything that can be checked without data: fails in seconds, naming the key."""
+    model = ModelConfig.from_mapping(cfg.model)
+    check_objective(model, OmegaConf.to_container(cfg.objective, resolve=True))
+    minimum = 5 if cfg.objective.packing == "segment_pair" else 2  # [CLS] A [SEP] B [SEP] needs A and B
+    if int(cfg.data.max_seq_len) < minimum:
+        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len}: must be at least {minimum} for "
+                          f"objective={cfg.objective.name}")
+    if int(cfg.data.max_seq_len) > model.max_positions:
+        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_positions="
+                          f"{model.max_positions}")
+    for key in ("max_steps", "batch_size", "accumulate_grad_batches"):
+        if int(cfg.trainer[key]) <= 0:
+            raise ConfigError(f"trainer.{key}={cfg.trainer[key]}: must be a positive integer")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger) -> pl.Trainer:
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+    t = cfg.trainer
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=int(t.checkpoint_every_n_steps),
+                                  save_last=True, save_top_k=0, save_on_train_epoch_end=False)
+    bar = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}.get(t.get("progress_bar", "rich"))
+    return pl.Trainer(
+        max_steps=int(t.max_steps), accumulate_grad_batches=int(t.accumulate_grad_batches),
+        val_check_interval=int(t.val_check_interval) * int(t.accumulate_grad_batches),
+        check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
+        gradient_clip_val=t.gradient_clip_val, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=t.strategy, precision=cfg.impl.precision,
+        log_every_n_steps=int(t.log_every_n_steps), logger=logger, default_root_dir=str(run_dir),
+        callbacks=[checkpoints, *callbacks, *([bar()] if bar else [])], enable_progress_bar=bar is not None,
+        use_distributed_sampler=False, enable_model_summary=False)
+
+
+def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None) -> dict:
+    validate_pretrain(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    data = PretrainData(cfg)
+    data.prepare()
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if data.vocab_size != model_cfg["vocab_size"]:
+        log.info("model.vocab_size %d -> %d (the trained tokenizer's size)", model_cfg["vocab_size"], data.vocab_size)
+        model_cfg["vocab_size"] = data.vocab_size
+    module = PretrainModule(model_cfg, OmegaConf.to_container(cfg.objective, resolve=True),
+                            OmegaConf.to_container(cfg.optim, resolve=True),
+                            OmegaConf.to_container(cfg.impl, resolve=True), int(cfg.trainer.max_steps),
+                            val_names=tuple(data.val))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    save_hf_tokenizer(data.tokenizer, data.special, run_dir / "tokenizer", cfg.model.family)
+    meta = logger_meta or {}
+    logger = build_logger(resolved.get("logger", {"kind": "none"}), run_dir, meta.get("name", run_dir.name), resolved,
+                          group=meta.get("group"), job_type="pretrain", tags=meta.get("tags"))
+    metrics = RunMetrics(run_dir / "metrics.json", extra={"vocab_size": data.vocab_size,
+                                                          "instances": len(data.train), "data_stats": data.stats})
+    trainer = build_trainer(cfg, run_dir, [metrics], logger)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    _finish_logger(logger)
+    return _read(run_dir)
+
+
+def _read(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _finish_logger(logger) -> None:
+    try:
+        if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish()
+    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
+        log.warning("could not close the W&B run: %s", error)
+
+
+def copy_tokenizer(src_run: Path, dst: Path) -> None:
+    shutil.copytree(src_run / "tokenizer", dst, dirs_exist_ok=True)
