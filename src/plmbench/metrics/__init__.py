@@ -8,6 +8,8 @@ from pathlib import Path
 
 import evaluate
 
+from plmbench.errors import UserError
+
 _HERE = Path(__file__).resolve().parent
 
 GLUE_TASKS = (
@@ -51,9 +53,9 @@ PRIMARY: dict[str, str] = {
 def load(name: str, config: str | None = None) -> evaluate.EvaluationModule:
     """The local metric `name` (for glue, `config` is the task), held in memory: nothing is read from the network."""
     if name not in CONFIGS:
-        raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(CONFIGS)}")
+        raise UserError(f"unknown metric {name!r}; allowed: {', '.join(CONFIGS)}")
     if config not in CONFIGS[name]:
         allowed = ", ".join(c for c in CONFIGS[name] if c) or "no config"
-        raise ValueError(f"metric {name!r} does not take config {config!r}; allowed: {allowed}")
+        raise UserError(f"metric {name!r} does not take config {config!r}; allowed: {allowed}")
     script = _HERE / name / f"{name}.py"
     return evaluate.load(str(script), config_name=config, keep_in_memory=True)

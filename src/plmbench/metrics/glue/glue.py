@@ -60,7 +60,9 @@ class Glue(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value(dtype), "references": datasets.Value(dtype)}),
+            features=datasets.Features(
+                {"predictions": datasets.Value(dtype), "references": datasets.Value(dtype)}
+            ),
             format="numpy",
             homepage="https://gluebenchmark.com/",
         )
@@ -82,6 +84,8 @@ class Glue(evaluate.Metric):
             # F1 of class 1 (paraphrase / duplicate), as GLUE scores it.
             return {
                 "accuracy": _accuracy(predictions, references),
-                "f1": float(f1_score(references, predictions, pos_label=1, average="binary", zero_division=0.0)),
+                "f1": float(
+                    f1_score(references, predictions, pos_label=1, average="binary", zero_division=0.0)
+                ),
             }
         return {"accuracy": _accuracy(predictions, references)}

@@ -40,7 +40,9 @@ class Race(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
             format="numpy",
             homepage="https://www.cs.cmu.edu/~glai1/data/race/",
         )
@@ -58,10 +60,12 @@ class Race(evaluate.Metric):
             return scores
         levels = np.asarray(levels, dtype=object)
         if len(levels) != len(correct):
-            raise ValueError(f"race: {len(levels)} levels for {len(correct)} predictions; give one level per question")
+            raise ValueError(
+                f"race: {len(levels)} levels for {len(correct)} predictions; give one level per question"
+            )
         unknown = set(levels) - set(LEVELS)
         if unknown:
-            raise ValueError(f"race: unknown level {sorted(map(str, unknown))[0]!r}; allowed: {', '.join(LEVELS)}")
+            raise ValueError(f"race: unknown level {min(map(str, unknown))!r}; allowed: {', '.join(LEVELS)}")
         for level in LEVELS:
             in_level = levels == level
             if in_level.any():

@@ -44,7 +44,9 @@ def _check_tags(predictions: list[list[str]], references: list[list[str]]) -> No
         for name, tags in (("predictions", pred), ("references", ref)):
             bad = [tag for tag in tags if not _IOB2_TAG.fullmatch(tag)]
             if bad:
-                raise ValueError(f"seqeval: {name} sentence {i} has tag {bad[0]!r}; allowed IOB2: O, B-<type>, I-<type>")
+                raise ValueError(
+                    f"seqeval: {name} sentence {i} has tag {bad[0]!r}; allowed IOB2: O, B-<type>, I-<type>"
+                )
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)

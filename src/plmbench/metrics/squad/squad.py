@@ -77,7 +77,10 @@ class Squad(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "predictions": {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")},
+                    "predictions": {
+                        "id": datasets.Value("string"),
+                        "prediction_text": datasets.Value("string"),
+                    },
                     "references": {
                         "id": datasets.Value("string"),
                         "answers": {
@@ -98,7 +101,9 @@ class Squad(evaluate.Metric):
         for ref in references:
             golds = ref["answers"]["text"]
             if not golds:
-                raise ValueError(f"squad: question {ref['id']!r} has no gold answer; SQuAD 2.0 data needs squad_v2")
+                raise ValueError(
+                    f"squad: question {ref['id']!r} has no gold answer; SQuAD 2.0 data needs squad_v2"
+                )
             pred = by_id[ref["id"]]
             exact += max(exact_match_score(pred, gold) for gold in golds)
             f1 += max(f1_score(pred, gold) for gold in golds)

@@ -30,6 +30,9 @@ Returns (percent, except totals and thresholds):
     when present); with no_answer_probability: best_exact, best_exact_thresh, best_f1, best_f1_thresh.
 """
 
+_PARTIAL_PROBABILITIES = (
+    "squad_v2: no_answer_probability is missing on some predictions; give it to all or none"
+)
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
@@ -114,10 +117,12 @@ class SquadV2(evaluate.Metric):
     def _infer_feature_from_batch(self, batch: dict) -> datasets.Features:
         carried = {"no_answer_probability" in p for p in batch["predictions"]}
         if len(carried) > 1:
-            raise ValueError("squad_v2: no_answer_probability is missing on some predictions; give it to all or none")
+            raise ValueError(_PARTIAL_PROBABILITIES)
         return self.features[0 if carried == {True} else 1]
 
-    def _compute(self, predictions: list[dict], references: list[dict], no_answer_threshold: float = 1.0) -> dict:
+    def _compute(
+        self, predictions: list[dict], references: list[dict], no_answer_threshold: float = 1.0
+    ) -> dict:
         if not references:
             raise ValueError("squad_v2: no predictions to score")
         preds = {p["id"]: p["prediction_text"] for p in predictions}
@@ -125,11 +130,13 @@ class SquadV2(evaluate.Metric):
             raise ValueError("squad_v2: predictions repeat an id; allowed: one prediction per question id")
         missing = [r["id"] for r in references if r["id"] not in preds]
         if missing:
-            raise ValueError(f"squad_v2: no prediction for question id {missing[0]!r} ({len(missing)} missing)")
+            raise ValueError(
+                f"squad_v2: no prediction for question id {missing[0]!r} ({len(missing)} missing)"
+            )
         has_probs = "no_answer_probability" in predictions[0]
         na_probs = {p["id"]: p["no_answer_probability"] if has_probs else 0.0 for p in predictions}
         if None in na_probs.values():
-            raise ValueError("squad_v2: no_answer_probability is missing on some predictions; give it to all or none")
+            raise ValueError(_PARTIAL_PROBABILITIES)
 
         qid_to_has_ans = {r["id"]: bool(r["answers"]["text"]) for r in references}
         exact_raw, f1_raw = {}, {}
@@ -142,7 +149,8 @@ class SquadV2(evaluate.Metric):
         # Above the threshold the model abstains: credit 1 exactly when the question is unanswerable.
         def thresholded(raw: dict) -> dict:
             return {
-                q: float(not qid_to_has_ans[q]) if na_probs[q] > no_answer_threshold else s for q, s in raw.items()
+                q: float(not qid_to_has_ans[q]) if na_probs[q] > no_answer_threshold else s
+                for q, s in raw.items()
             }
 
         exact, f1 = thresholded(exact_raw), thresholded(f1_raw)
@@ -153,6 +161,8 @@ class SquadV2(evaluate.Metric):
                 out.update({f"{prefix}_{k}": v for k, v in _score_group(exact, f1, qids).items()})
         if has_probs:
             probs = {q: na_probs[q] for q in qid_to_has_ans}
-            out["best_exact"], out["best_exact_thresh"] = find_best_thresh(preds, exact_raw, probs, qid_to_has_ans)
+            out["best_exact"], out["best_exact_thresh"] = find_best_thresh(
+                preds, exact_raw, probs, qid_to_has_ans
+            )
             out["best_f1"], out["best_f1_thresh"] = find_best_thresh(preds, f1_raw, probs, qid_to_has_ans)
         return out
