@@ -59,5 +59,7 @@ class BadRows:
         if self.skipped:
             log.warning(
                 "skipped %d malformed row(s) of %s (task.on_bad_row=skip; set it to error to stop instead); first: %s",
-                self.skipped, self.path, self.first,
-            )  # fmt: skip
+                self.skipped,
+                self.path,
+                self.first,
+            )
