@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby, islice
 from pathlib import Path
@@ -29,18 +29,28 @@ from plmbench.data.debian import ensure_package, package_record
 
 CORPUS_FILE, MANIFEST_JSON, MANIFEST_MD = "corpus.jsonl", "MANIFEST.json", "MANIFEST.md"
 SYNSETS_PER_DOCUMENT = 50  # consecutive synsets of one POS share a lexicographer file, so a document is on-topic
+WORDNET_NOTICE = ("> WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. Permission to use, "
+                  "copy, modify and distribute this software and database and its documentation for any purpose "
+                  "and without fee or royalty is hereby granted (full terms and disclaimer: "
+                  "`licenses/wordnet-base.copyright`).")
 
 
 def wordnet_documents(root: Path | None = None) -> Iterator[tuple[str, list[str]]]:
     """(id, sentences) per run of 50 synsets of one POS: each synset gives 'lemmas: gloss' and its examples."""
-    from plmbench.data.wordnet import load_wordnet  # imported on use: the module belongs to the WordNet proxy tasks
+    from plmbench.data.wordnet import load_wordnet  # on use: the module belongs to the WordNet proxy tasks
 
     for pos, synsets in groupby(load_wordnet(root), key=lambda synset: synset.pos):
-        synsets = iter(synsets)
-        for number, chunk in enumerate(iter(lambda: list(islice(synsets, SYNSETS_PER_DOCUMENT)), []), start=1):
+        for number, chunk in enumerate(batched(synsets, SYNSETS_PER_DOCUMENT), start=1):
             sentences = [text for synset in chunk if synset.gloss
                          for text in (f"{', '.join(synset.lemmas)}: {synset.gloss}", *synset.examples)]
             yield f"wordnet/{pos}/{number:04d}", sentences
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter); itertools.batched needs Python 3.12."""
+    items = iter(items)
+    while chunk := list(islice(items, size)):
+        yield chunk
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,9 @@ def build_embedded(force: bool = False) -> dict:
     """Build data_root()/embedded (unless a complete build is there and not `force`); return its manifest."""
     out = paths.data_root() / "embedded"
     if not force and (out / MANIFEST_JSON).is_file() and (out / CORPUS_FILE).is_file():
-        return json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
+        manifest = json.loads((out / MANIFEST_JSON).read_text(encoding="utf-8"))
+        if manifest.get("splitter") == SPLITTER_VERSION:  # else the sentences were cut by another splitter
+            return manifest
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_JSON).unlink(missing_ok=True)  # the manifest is written last: its presence means complete
     counts, digest = _write_corpus(out / CORPUS_FILE)
@@ -113,7 +125,7 @@ def _write_corpus(path: Path) -> tuple[dict[str, dict[str, int]], str]:
         except BaseException:
             os.unlink(stream.name)
             raise
-    os.replace(stream.name, path)
+    _publish(stream.name, path)
     return counts, digest.hexdigest()
 
 
@@ -129,14 +141,20 @@ def _write_atomic(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
                                      delete=False) as stream:
         stream.write(text)
-    os.replace(stream.name, path)
+    _publish(stream.name, path)
+
+
+def _publish(temporary: str, path: Path) -> None:
+    """Move a finished temporary file into place atomically, readable by all like any data file."""
+    os.chmod(temporary, 0o644)  # NamedTemporaryFile creates 0600
+    os.replace(temporary, path)
 
 
 def render_manifest(manifest: Mapping) -> str:
     """MANIFEST.md: what the embedded corpus holds, where it came from, and under which licences."""
     lines = ["# Embedded pre-training corpus", "",
-             "Built offline from Debian packages by `make data` (`plmbench.data.corpora.embedded`). "
-             f"File: `{manifest['file']}` (sha256 `{manifest['sha256']}`), one JSON document per line.", "",
+             ("Built offline from Debian packages by `make data` (`plmbench.data.corpora.embedded`). "
+              f"File: `{manifest['file']}` (sha256 `{manifest['sha256']}`), one JSON document per line."), "",
              f"Fingerprint: `{manifest['fingerprint']}` (content hash + sentence splitter `{manifest['splitter']}`).",
              "", "| source | contents | Debian packages | licence | documents | sentences | words |",
              "|---|---|---|---|---:|---:|---:|"]
@@ -146,11 +164,9 @@ def render_manifest(manifest: Mapping) -> str:
                      f"{source['documents']:,} | {source['sentences']:,} | {source['words']:,} |")
     total = manifest["total"]
     lines += [f"| **total** | | | | {total['documents']:,} | {total['sentences']:,} | {total['words']:,} |", "",
-              "Words are whitespace-separated tokens. Each package's full Debian copyright file is in `licenses/`; "
-              "WordNet's licence requires its notice on every copy, including derived ones such as this corpus:", "",
-              "> WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. Permission to use, copy, "
-              "modify and distribute this software and database and its documentation for any purpose and without "
-              "fee or royalty is hereby granted (full terms and disclaimer: `licenses/wordnet-base.copyright`).", ""]
+              ("Words are whitespace-separated tokens. Each package's full Debian copyright file is in "
+               "`licenses/`; WordNet's licence requires its notice on every copy, including derived ones such as "
+               "this corpus:"), "", WORDNET_NOTICE, ""]
     return "\n".join(lines)
 
 
