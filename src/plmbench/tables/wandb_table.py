@@ -1,0 +1,200 @@
+"""The ablation table as rows (one per published row, per scale and task kind), and its W&B summary run.
+
+`table_rows` is the single aggregation behind every output: table.csv holds exactly these rows, table.md and
+table.png are drawn from them, and the W&B summary run logs them as a wandb.Table.
+
+Aggregation rules:
+- the latest record of each unit counts (a unit retried after a failure has several);
+- records are grouped by (scale, task kind): WordNet proxy tasks (`task_source == 'proxy'`) never mix with the real
+  benchmarks (`local`, `hub`); pre-training records (MLM/NSP/SOP accuracy, task `pretrain`) measure the model
+  itself, so they join every group of their scale;
+- a record belongs to a row when its axes carry the row's values; an axis the table fixes (e.g. Table 5's E=128)
+  may be absent from the record, meaning the sweep did not vary it;
+- per column: the median over seeds of the ok records, with mean, sample std and n beside it; failed seeds are
+  counted and their reasons kept; a column with no ok seed is `failed` (some seed failed) or `missing` (none ran).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+from pathlib import Path
+
+from plmbench.tables.references import (
+    AVG_PARTS,
+    COLUMNS,
+    ReferenceRow,
+    ReferenceTable,
+    load_experiment,
+    paper_average,
+)
+
+log = logging.getLogger(__name__)
+
+FAILED, MISSING = "failed", "missing"
+STAT_SUFFIXES = ("", "_mean", "_std", "_n", "_failed", "_error", "_paper", "_delta")
+
+
+def task_kind(record: dict) -> str:
+    return "proxy" if record.get("task_source") == "proxy" else "real"
+
+
+def latest_per_unit(records: list[dict]) -> list[dict]:
+    """The last record of each unit, in first-seen order."""
+    latest: dict[object, dict] = {}
+    for record in records:
+        key = record.get("unit_id") or (record.get("cell_id"), record.get("task"), record.get("seed"))
+        latest.pop(key, None)
+        latest[key] = record
+    return list(latest.values())
+
+
+def record_groups(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """{(scale, kind): records}, paper scale first, real tasks before proxies; pre-training records join all."""
+    keys = {(str(r.get("scale", "unknown")), task_kind(r)) for r in records if r.get("task") != "pretrain"}
+    scales_with_tasks = {scale for scale, _ in keys}
+    keys |= {(str(r.get("scale", "unknown")), task_kind(r)) for r in records
+             if r.get("task") == "pretrain" and str(r.get("scale", "unknown")) not in scales_with_tasks}
+    ordered = sorted(keys, key=lambda k: (k[0] != "paper", k[0], k[1] == "proxy"))
+    return {(scale, kind): [r for r in records if str(r.get("scale", "unknown")) == scale
+                            and (r.get("task") == "pretrain" or task_kind(r) == kind)]
+            for scale, kind in ordered}
+
+
+def _matches(record: dict, table: ReferenceTable, row: ReferenceRow) -> bool:
+    axes = record.get("axes") or {}
+    return (all(str(axes.get(k)) == v for k, v in row.axes.items())
+            and all(str(axes.get(k, v)) == v for k, v in table.fixed_axes.items()))
+
+
+def _failure(record: dict) -> str:
+    error = str(record.get("error") or "no reason recorded").strip().splitlines() or ["no reason recorded"]
+    return f"seed {record.get('seed', '?')}: {error[0][:200]}"
+
+
+def _metric(record: dict, column: str) -> float | None:
+    spec = COLUMNS[column]
+    metrics = record.get("metrics") or {}
+    for key in spec.metric_keys:
+        if metrics.get(key) is not None:
+            return float(metrics[key]) * spec.factor
+    return None
+
+
+def _stat_cell(values: list[float], failures: list[str], paper: float) -> dict:
+    """The row entries of one column: median (or failed/missing), mean, std, n, failures, paper value, delta."""
+    cell = {"": MISSING, "_mean": None, "_std": None, "_n": len(values), "_failed": len(failures),
+            "_error": "; ".join(failures) or None, "_paper": paper, "_delta": None}
+    if values:
+        median = statistics.median(values)
+        cell.update({"": median, "_mean": statistics.fmean(values), "_delta": median - paper,
+                     "_std": statistics.stdev(values) if len(values) > 1 else None})
+    elif failures:
+        cell[""] = FAILED
+    return cell
+
+
+def _column_cell(column: str, records: list[dict], paper: float) -> dict:
+    spec = COLUMNS[column]
+    values, failures = [], []
+    for record in sorted((r for r in records if r.get("task") == spec.task), key=lambda r: str(r.get("seed"))):
+        if record.get("status") == "failed":
+            failures.append(_failure(record))
+        elif record.get("status") == "ok":
+            value = _metric(record, column)
+            if value is None:  # a producer bug: show it, do not let it pass for "not run yet"
+                failures.append(f"seed {record.get('seed', '?')}: none of the metrics {list(spec.metric_keys)} "
+                                f"in record {record.get('unit_id')}")
+            else:
+                values.append(value)
+    return _stat_cell(values, failures, paper)
+
+
+def _params_cell(records: list[dict], paper: float) -> dict:
+    """Backbone parameters in millions, from any record of the cell (every task of a cell shares its backbone)."""
+    counts = [r["params"]["backbone_params"] for r in records
+              if isinstance(r.get("params"), dict) and r["params"].get("backbone_params") is not None]
+    cell = _stat_cell([statistics.median(counts) / 1e6] if counts else [], [], paper)
+    if not counts and any(r.get("status") == "failed" for r in records):
+        cell.update({"": FAILED, "_error": "no parameter count: every record of this cell failed"})
+    cell.update({"_mean": None, "_std": None, "_n": None})  # one model per cell: nothing to average
+    return cell
+
+
+def _average_cell(row: dict, paper: float) -> dict:
+    """The paper's Avg over our medians; failed if a part failed, missing if a part is missing."""
+    parts = {c: row[c] for c in AVG_PARTS}
+    cell = {suffix: None for suffix in STAT_SUFFIXES} | {"_paper": paper}
+    if all(isinstance(v, float) for v in parts.values()):
+        ours = paper_average(parts)
+        cell.update({"": ours, "_delta": ours - paper})
+    else:
+        bad = [COLUMNS[c].header for c, v in parts.items() if not isinstance(v, float)]
+        cell[""] = FAILED if any(parts[c] == FAILED for c in parts) else MISSING
+        cell["_error"] = f"needs {', '.join(bad)}"
+    return cell
+
+
+def table_rows(experiment: str, records: list[dict], tables: list[ReferenceTable] | None = None) -> list[dict]:
+    """One flat row per (scale, task kind, published table, published row): axes, then per column the entries
+    `<col>` (median, or 'failed'/'missing'), `<col>_mean`, `_std`, `_n`, `_failed`, `_error`, `_paper`, `_delta`."""
+    tables = tables if tables is not None else load_experiment(experiment)
+    groups = record_groups(latest_per_unit(records)) or {("none", "real"): []}
+    rows = []
+    for (scale, kind), group in groups.items():
+        for table in tables:
+            for ref in table.rows:
+                mine = [r for r in group if _matches(r, table, ref)]
+                row = {"experiment": experiment, "section": table.name, "scale": scale, "tasks": kind,
+                       "row": ref.label, **table.row_axes(ref)}
+                for column in sorted(table.columns, key=lambda c: c == "avg"):  # avg needs the others first
+                    if column == "params":
+                        cell = _params_cell(mine, ref.values[column])
+                    elif column == "avg":
+                        cell = _average_cell(row, ref.values[column])
+                    else:
+                        cell = _column_cell(column, mine, ref.values[column])
+                    row.update({column + suffix: cell[suffix] for suffix in STAT_SUFFIXES})
+                rows.append(row)
+    return rows
+
+
+def row_columns(rows: list[dict]) -> list[str]:
+    """The union of the rows' keys, in first-seen order (tables with different columns share one CSV / W&B table)."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: dict) -> Path | None:
+    """A W&B run (job_type=summary, group=experiment) holding the table and its PNG; returns its files directory.
+
+    Never raises: a W&B failure is logged as a warning and the result is None.
+    """
+    run = None
+    try:
+        import wandb
+
+        mode = logger_cfg.get("mode", "offline")
+        if mode == "online" and not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
+            log.warning("logger.mode=online but no W&B credentials found: logging the summary offline")
+            mode = "offline"
+        extra = {"dir": str(Path(logger_cfg["dir"]).resolve())} if logger_cfg.get("dir") else {}
+        run = wandb.init(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
+                         name=f"{experiment}-summary", group=experiment, job_type="summary", mode=mode,
+                         config={"experiment": experiment, "rows": len(rows)},
+                         settings=wandb.Settings(init_timeout=60, silent=True, console="off"), **extra)
+        columns = row_columns(rows)
+        table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows],
+                            allow_mixed_types=True)  # a metric column holds numbers and 'failed'/'missing'
+        run.log({"table": table, "table_png": wandb.Image(str(png))})
+        files = Path(run.dir)
+        run.finish()
+        return files
+    except Exception as error:  # noqa: BLE001 - the summary is a convenience; the files on disk are the result
+        log.warning("W&B summary run for %s not logged (%s: %s)", experiment, type(error).__name__, error)
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception as finish_error:  # noqa: BLE001
+                log.debug("could not finish the failed W&B run: %s", finish_error)
+        return None
