@@ -1,0 +1,443 @@
+"""Pre-training instances from a corpus, cached on disk by content.
+
+Three packings, after the papers:
+
+- `segment_pair` (BERT's create_pretraining_data.py): sentences of one document accumulate into a chunk until a
+  target length, the chunk splits at a random sentence boundary into A and B, and the pair is trimmed from random
+  ends to fit [CLS] A [SEP] B [SEP]. The sentence task decides B: `nsp` replaces it half of the time by text from
+  another document (the unused sentences go back to the document), `sop` (ALBERT) swaps A and B half of the time,
+  `none` keeps them in order with no label.
+- `full_sentences` (RoBERTa): contiguous sentences packed up to max_seq_len, crossing document boundaries with an
+  extra separator; one segment, no sentence task.
+- `causal` (GPT): documents joined by the separator and cut into blocks of exactly max_seq_len tokens.
+
+`sentence_label` follows Hugging Face (BertForPreTraining's next_sentence_label): 0 = B continues A in order,
+1 = B is random (nsp) or swapped (sop), -1 = no sentence task.
+
+Departures from the reference code, each for a reason:
+- BERT draws the short target length once per document, so long documents make every one of their instances
+  short; here it is drawn per instance, so `short_seq_prob` of the instances are short as the comment there intends.
+- BERT runs one random stream over a shuffled corpus; here every document (packings: every unit of
+  DOCS_PER_UNIT documents) has its own stream seeded by (seed, copy, index), so the result does not depend on
+  `num_proc`. Instances are not shuffled: the DataLoader does that.
+- The random document for an NSP negative is drawn from the other documents (BERT tries 10 times to avoid its own).
+- SOP needs two segments; a chunk of one sentence is cut at a random token instead of borrowing another document
+  (which ALBERT's code does, making such negatives NSP-like). Documents of one sentence are skipped for nsp/sop.
+- Text that spells a special token ("[SEP]") is tokenized as text, so specials only appear where placed here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset, Features, List, Value, load_from_disk
+from tokenizers import Tokenizer
+
+from plmbench import paths
+from plmbench.data.tokenizer import Corpus, SpecialTokens, tokenizer_fingerprint, word_start_mask
+from plmbench.objectives.masking import Masker
+
+log = logging.getLogger(__name__)
+
+INSTANCES_VERSION = 1  # bump when the output of this module changes, so caches are rebuilt
+DOCS_PER_UNIT = 128  # documents per work unit: a unit's instances never depend on other units' random draws
+SENTENCE_TASKS = ("none", "nsp", "sop")
+PACKINGS = ("segment_pair", "full_sentences", "causal")
+IN_ORDER, NOT_IN_ORDER, NO_LABEL = 0, 1, -1
+MASKER_KEYS = ("rate", "mode", "max_ngram", "max_predictions", "mask_prob", "random_prob")
+
+TOKENIZATION_PASSES = 0  # how often a corpus was tokenized in this process: tests assert caches are reused
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    sentence_task: str
+    packing: str
+    max_seq_len: int
+    short_seq_prob: float
+    seed: int
+    dupe_factor: int
+    static_masking: dict | None
+    debug: bool
+
+
+def build_instances(
+    corpus: Corpus, tokenizer: Tokenizer, special: SpecialTokens, *, sentence_task: str = "none",
+    packing: str = "segment_pair", max_seq_len: int, short_seq_prob: float = 0.1, seed: int,
+    dupe_factor: int = 1, num_proc: int = 1, static_masking: dict | None = None, debug: bool = False,
+) -> tuple[Dataset, dict]:
+    """Instances (input_ids, token_type_ids, sentence_label, word_start [, mlm_labels]) and build statistics.
+
+    `static_masking` (Masker keyword arguments) stores masked input_ids and mlm_labels, one fresh mask per
+    dupe copy; without it the collator masks every batch anew. `debug` adds provenance columns (doc_a, doc_b,
+    sent_a, sent_b, target_len). `num_proc` changes only the speed.
+    """
+    spec = InstanceSpec(sentence_task, packing, max_seq_len, short_seq_prob, seed, dupe_factor,
+                        dict(sorted(static_masking.items())) if static_masking else None, debug)
+    _validate(spec)
+    root = paths.cache_root() / "instances"
+    key = _hash([corpus.fingerprint, tokenizer_fingerprint(tokenizer), asdict(spec), INSTANCES_VERSION])
+    final = root / key
+    if (final / "stats.json").is_file():
+        stats = json.loads((final / "stats.json").read_text()) | {"from_cache": True}
+        return load_from_disk(str(final / "dataset")), stats
+
+    docs = _tokenized_documents(corpus, tokenizer, num_proc)
+    n_docs = len(docs)
+    rows = list(range(n_docs))  # the documents instances are made from; nsp/sop need two sentences
+    if sentence_task != "none":
+        n_sentences = pc.list_value_length(docs.data.column("ids")).to_numpy()
+        rows = [int(i) for i in (n_sentences >= 2).nonzero()[0]]
+        if n_docs - len(rows):
+            log.info("skipped %d documents of one sentence (%s needs two segments)", n_docs - len(rows),
+                     sentence_task)
+        if len(rows) < (2 if sentence_task == "nsp" else 1):
+            raise ValueError(f"sentence_task={sentence_task} needs {2 if sentence_task == 'nsp' else 1}+ "
+                             f"documents of 2+ sentences; corpus {corpus.name!r} has {len(rows)}")
+
+    masker = Masker(tokenizer.get_vocab_size(), special, **spec.static_masking) if spec.static_masking else None
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".work-{key}-") as work:
+        units = Dataset.from_dict({"first": list(range(0, len(rows), DOCS_PER_UNIT))})
+        dataset = units.map(
+            _unit_instances, batched=True, batch_size=1, num_proc=max(1, min(num_proc, len(units))),
+            remove_columns=["first"], features=_features(spec),
+            fn_kwargs={"docs": docs, "rows": rows, "spec": spec, "special": special, "masker": masker},
+            cache_file_name=str(Path(work) / "instances.arrow"), new_fingerprint=key,
+            desc=f"{packing} instances ({sentence_task})",
+        )
+        lengths = pc.list_value_length(dataset.data.column("input_ids"))
+        stats = {"key": key, "documents": n_docs, "skipped_single_sentence_documents": n_docs - len(rows),
+                 "instances": len(dataset), "tokens": int(pc.sum(lengths).as_py() or 0),
+                 "max_length": int(pc.max(lengths).as_py() or 0)}
+        staging = Path(work) / "out"
+        dataset.save_to_disk(str(staging / "dataset"))
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        _publish(staging, final)
+    return load_from_disk(str(final / "dataset")), stats | {"from_cache": False}
+
+
+def _validate(spec: InstanceSpec) -> None:
+    if spec.sentence_task not in SENTENCE_TASKS:
+        raise ValueError(f"sentence_task={spec.sentence_task!r} is not one of {'|'.join(SENTENCE_TASKS)}")
+    if spec.packing not in PACKINGS:
+        raise ValueError(f"data.packing={spec.packing!r} is not one of {'|'.join(PACKINGS)}")
+    if spec.sentence_task != "none" and spec.packing != "segment_pair":
+        raise ValueError(f"sentence_task={spec.sentence_task} needs packing=segment_pair, not {spec.packing}")
+    minimum = {"segment_pair": 5, "full_sentences": 3, "causal": 2}[spec.packing]
+    if spec.max_seq_len < minimum:
+        layout = {"segment_pair": "[CLS] A [SEP] B [SEP]", "full_sentences": "[CLS] A [SEP]",
+                  "causal": "two tokens to predict one"}[spec.packing]
+        raise ValueError(f"data.max_seq_len={spec.max_seq_len} is too small for {spec.packing} ({layout}); "
+                         f"the minimum is {minimum}")
+    if not 0.0 <= spec.short_seq_prob <= 1.0:
+        raise ValueError(f"data.short_seq_prob={spec.short_seq_prob} must be in [0, 1]")
+    if spec.dupe_factor < 1:
+        raise ValueError(f"data.masking.dupe_factor={spec.dupe_factor} must be >= 1")
+    if spec.static_masking is not None:
+        unknown = sorted(set(spec.static_masking) - set(MASKER_KEYS))
+        if unknown:
+            raise ValueError(f"static_masking keys {unknown} are not among {'|'.join(MASKER_KEYS)}")
+        if spec.packing == "causal":
+            raise ValueError("static masking is for masked-LM objectives; packing=causal predicts every token")
+
+
+def _hash(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Moves a finished build into place in one rename; a concurrent build of the same key just loses the race."""
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if not (final / "stats.json").is_file():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- tokenization (cached apart from the instances)
+
+def _tokenized_documents(corpus: Corpus, tokenizer: Tokenizer, num_proc: int) -> Dataset:
+    """One row per non-empty document: `ids` and `word_start`, one list per non-empty sentence."""
+    global TOKENIZATION_PASSES
+    root = paths.cache_root() / "instances"
+    final = root / f"docs-{_hash([corpus.fingerprint, tokenizer_fingerprint(tokenizer), INSTANCES_VERSION])}"
+    if (final / "dataset" / "state.json").is_file():
+        return load_from_disk(str(final / "dataset"))
+    if next(iter(corpus.documents()), None) is None:  # datasets cannot build a table from nothing
+        raise ValueError(f"corpus {corpus.name!r} has no documents")
+    TOKENIZATION_PASSES += 1
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".work-{final.name}-") as work:
+        raw = Dataset.from_generator(
+            _corpus_rows, features=Features({"sentences": List(Value("string"))}), cache_dir=work,
+            gen_kwargs={"corpus": corpus}, fingerprint=f"corpus-{corpus.fingerprint}")
+        tokenized = raw.map(
+            _tokenize_documents, batched=True, batch_size=256, num_proc=max(1, min(num_proc, len(raw) or 1)),
+            remove_columns=["sentences"], fn_kwargs={"tokenizer_json": tokenizer.to_str()},
+            features=Features({"ids": List(List(Value("int32"))), "word_start": List(List(Value("bool")))}),
+            cache_file_name=str(Path(work) / "tokenized.arrow"), new_fingerprint=f"tok-{final.name}",
+            desc=f"tokenizing {corpus.name}")
+        if len(tokenized) == 0:
+            raise ValueError(f"corpus {corpus.name!r} has no documents with text")
+        staging = Path(work) / "out"
+        tokenized.save_to_disk(str(staging / "dataset"))
+        _publish(staging, final)
+    return load_from_disk(str(final / "dataset"))
+
+
+def _corpus_rows(corpus: Corpus):
+    for document in corpus.documents():
+        yield {"sentences": document}
+
+
+def _tokenize_documents(batch: dict, tokenizer_json: str) -> dict:
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.encode_special_tokens = True  # "[SEP]" in the text is text, not a separator
+    flat = [sentence for document in batch["sentences"] for sentence in document]
+    encodings = iter(tokenizer.encode_batch(flat, add_special_tokens=False))
+    out: dict[str, list] = {"ids": [], "word_start": []}
+    for document in batch["sentences"]:
+        encoded = [next(encodings) for _ in document]
+        encoded = [e for e in encoded if e.ids]  # a sentence can normalise to nothing
+        if encoded:
+            out["ids"].append([e.ids for e in encoded])
+            out["word_start"].append([word_start_mask(tokenizer, e) for e in encoded])
+    return out
+
+
+# ---------------------------------------------------------------- instance creation, one work unit at a time
+
+def _features(spec: InstanceSpec) -> Features:
+    columns = {"input_ids": List(Value("int32")), "token_type_ids": List(Value("int8")),
+               "sentence_label": Value("int8"), "word_start": List(Value("bool"))}
+    if spec.static_masking:
+        columns["mlm_labels"] = List(Value("int32"))
+    if spec.debug:
+        columns |= {"doc_a": Value("int32"), "doc_b": Value("int32"), "sent_a": List(Value("int32")),
+                    "sent_b": List(Value("int32")), "target_len": Value("int32")}
+    return Features(columns)
+
+
+class _Rows:
+    """Column lists for one unit's instances."""
+
+    def __init__(self, spec: InstanceSpec, special: SpecialTokens):
+        self.spec, self.special = spec, special
+        self.columns: dict[str, list] = {name: [] for name in _features(spec) if name != "mlm_labels"}
+
+    def add(self, ids: list, token_types: list, starts: list, label: int, debug: dict) -> None:
+        self.columns["input_ids"].append(ids)
+        self.columns["token_type_ids"].append(token_types)
+        self.columns["word_start"].append(starts)
+        self.columns["sentence_label"].append(label)
+        if self.spec.debug:
+            for name, value in debug.items():
+                self.columns[name].append(value)
+
+    def add_pair(self, a: tuple[list, list], b: tuple[list, list], label: int, debug: dict) -> None:
+        """[CLS] A [SEP] B [SEP], or [CLS] A [SEP] when B is empty; a and b are (ids, word_start)."""
+        cls, sep = self.special.cls, self.special.sep
+        if not b[0]:
+            self.add([cls, *a[0], sep], [0] * (len(a[0]) + 2), [True, *a[1], True], label, debug)
+            return
+        self.add([cls, *a[0], sep, *b[0], sep], [0] * (len(a[0]) + 2) + [1] * (len(b[0]) + 1),
+                 [True, *a[1], True, *b[1], True], label, debug)
+
+
+def _unit_instances(batch: dict, docs: Dataset, rows: list[int], spec: InstanceSpec, special: SpecialTokens,
+                    masker: Masker | None) -> dict:
+    """The instances of documents rows[first : first + DOCS_PER_UNIT], all dupe copies."""
+    first = batch["first"][0]
+    unit_rows = rows[first:first + DOCS_PER_UNIT]
+    unit = docs[unit_rows]
+    out = _Rows(spec, special)
+    others = _OtherDocuments(docs, rows)
+    for copy in range(spec.dupe_factor):
+        if spec.packing == "segment_pair":
+            for position, ids, starts in zip(range(first, first + len(unit_rows)), unit["ids"], unit["word_start"]):
+                rng = random.Random(f"{spec.seed}:{copy}:{rows[position]}")
+                _segment_pairs(ids, starts, position, others, spec, rng, out)
+        elif spec.packing == "full_sentences":
+            _full_sentences(unit, first, spec, special, out)
+        else:
+            _causal_blocks(unit, first, spec, special, out)
+    if masker is not None:
+        generator = torch.Generator().manual_seed(int(_hash([spec.seed, first, "mask"]), 16))
+        out.columns["input_ids"], out.columns["mlm_labels"] = _mask_rows(out.columns, masker, generator)
+    return out.columns
+
+
+def _target_length(rng: random.Random, max_num_tokens: int, short_seq_prob: float) -> int:
+    if rng.random() < short_seq_prob:
+        return rng.randint(2, max_num_tokens)
+    return max_num_tokens
+
+
+def _segment_pairs(ids: list, starts: list, position: int, others: _OtherDocuments, spec: InstanceSpec,
+                   rng: random.Random, out: _Rows) -> None:
+    """BERT's create_instances_from_document, on sentence indices; see the module docstring for departures."""
+    doc_index = others.rows[position]
+    max_num_tokens = spec.max_seq_len - 3
+    target = _target_length(rng, max_num_tokens, spec.short_seq_prob)
+    chunk: list[int] = []
+    length = 0
+    i = 0
+    while i < len(ids):
+        chunk.append(i)
+        length += len(ids[i])
+        if i == len(ids) - 1 or length >= target:
+            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+            sent_a, sent_b = chunk[:a_end], chunk[a_end:]
+            a, b = _join(ids, starts, sent_a), _join(ids, starts, sent_b)
+            doc_b, label = doc_index, NO_LABEL
+            if spec.sentence_task == "nsp":
+                label = IN_ORDER
+                if not sent_b or rng.random() < 0.5:
+                    label = NOT_IN_ORDER
+                    doc_b, sent_b, b = others.random_segment(position, target - len(a[0]), rng)
+                    i -= len(chunk) - a_end  # put the unused sentences back
+            elif spec.sentence_task == "sop":
+                if not sent_b:  # one sentence: cut it at a random token
+                    cut = rng.randint(1, len(a[0]) - 1) if len(a[0]) >= 2 else 0
+                    a, b, sent_b = (a[0][:cut], a[1][:cut]), (a[0][cut:], a[1][cut:]), sent_a
+                label = IN_ORDER
+                if rng.random() < 0.5:
+                    label = NOT_IN_ORDER
+                    a, b, sent_a, sent_b = b, a, sent_b, sent_a
+            if a[0] and (b[0] or spec.sentence_task == "none"):  # a one-token sentence cannot make a SOP pair
+                a, b = _truncate_pair(a, b, max_num_tokens + (0 if b[0] else 1), rng)
+                out.add_pair(a, b, label, {"doc_a": doc_index, "doc_b": doc_b if b[0] else -1,
+                                            "sent_a": sent_a, "sent_b": sent_b, "target_len": target})
+            chunk, length = [], 0
+            target = _target_length(rng, max_num_tokens, spec.short_seq_prob)
+        i += 1
+
+
+def _join(ids: list, starts: list, sentences: Iterable[int]) -> tuple[list, list]:
+    return ([t for s in sentences for t in ids[s]], [w for s in sentences for w in starts[s]])
+
+
+class _OtherDocuments:
+    """Random access to the sentences of any document, reading only the sentences it returns."""
+
+    def __init__(self, docs: Dataset, rows: list[int]):
+        self.rows = rows
+        self.ids, self.starts = docs.data.column("ids"), docs.data.column("word_start")
+
+    def random_segment(self, position: int, target_length: int,
+                       rng: random.Random) -> tuple[int, list[int], tuple[list, list]]:
+        """Sentences of another document from a random start until target_length tokens: (row, sentences, B)."""
+        other = rng.randrange(len(self.rows) - 1)
+        row = self.rows[other + (other >= position)]
+        sentences = self.ids[row].values  # one list of ids per sentence
+        start = rng.randint(0, len(sentences) - 1)
+        lengths = np.cumsum(pc.list_value_length(sentences.slice(start)).to_numpy())
+        count = min(int(np.searchsorted(lengths, target_length)) + 1, len(lengths))  # stop once it is long enough
+        ids = sentences.slice(start, count).to_pylist()
+        starts = self.starts[row].values.slice(start, count).to_pylist()
+        return row, list(range(start, start + count)), _join(ids, starts, range(count))
+
+
+def _truncate_pair(a: tuple[list, list], b: tuple[list, list], max_num_tokens: int,
+                   rng: random.Random) -> tuple[tuple[list, list], tuple[list, list]]:
+    """BERT's truncate_seq_pair: trim the longer segment (B on ties) from a random end until both fit."""
+    bounds = [[0, len(a[0])], [0, len(b[0])]]
+    while bounds[0][1] - bounds[0][0] + bounds[1][1] - bounds[1][0] > max_num_tokens:
+        longer = bounds[0] if bounds[0][1] - bounds[0][0] > bounds[1][1] - bounds[1][0] else bounds[1]
+        if rng.random() < 0.5:
+            longer[0] += 1
+        else:
+            longer[1] -= 1
+    (a_lo, a_hi), (b_lo, b_hi) = bounds
+    return (a[0][a_lo:a_hi], a[1][a_lo:a_hi]), (b[0][b_lo:b_hi], b[1][b_lo:b_hi])
+
+
+def _full_sentences(unit: dict, first: int, spec: InstanceSpec, special: SpecialTokens, rows: _Rows) -> None:
+    """[CLS] s1 s2 .. [SEP]: whole sentences while they fit, a [SEP] between documents (RoBERTa).
+
+    A sentence longer than an instance is cut into instance-sized pieces; a unit's last instance may be short."""
+    capacity = spec.max_seq_len - 2
+    ids: list[int] = []
+    starts: list[bool] = []
+    doc = first
+
+    def flush() -> None:
+        if ids and ids[-1] == special.sep:  # a document boundary at the very end separates nothing
+            del ids[-1], starts[-1]
+        if ids:
+            rows.add_pair((ids[:], starts[:]), ([], []), NO_LABEL, _packed_debug(doc, capacity))
+        del ids[:], starts[:]
+
+    for offset, (doc_ids, doc_starts) in enumerate(zip(unit["ids"], unit["word_start"])):
+        if ids:  # the instance goes on into the next document
+            if len(ids) + 1 > capacity:
+                flush()
+            else:
+                ids.append(special.sep)
+                starts.append(True)
+        for sentence, sentence_starts in zip(doc_ids, doc_starts):
+            if ids and len(ids) + len(sentence) > capacity:
+                flush()
+            if not ids:
+                doc = first + offset
+            ids.extend(sentence)
+            starts.extend(sentence_starts)
+            while len(ids) > capacity:
+                rows.add_pair((ids[:capacity], starts[:capacity]), ([], []), NO_LABEL, _packed_debug(doc, capacity))
+                del ids[:capacity], starts[:capacity]
+    flush()
+
+
+def _causal_blocks(unit: dict, first: int, spec: InstanceSpec, special: SpecialTokens, rows: _Rows) -> None:
+    """Documents joined by [SEP] (</s> for byte-level BPE), cut into blocks of exactly max_seq_len; the unit's
+    tail shorter than a block is dropped."""
+    ids: list[int] = []
+    starts: list[bool] = []
+    doc_offsets = []  # where each document begins in the stream
+    for doc_ids, doc_starts in zip(unit["ids"], unit["word_start"]):
+        doc_offsets.append(len(ids))
+        for sentence, sentence_starts in zip(doc_ids, doc_starts):
+            ids.extend(sentence)
+            starts.extend(sentence_starts)
+        ids.append(special.sep)
+        starts.append(True)
+    block = spec.max_seq_len
+    for begin in range(0, len(ids) - block + 1, block):
+        doc = first + bisect.bisect_right(doc_offsets, begin) - 1
+        rows.add(ids[begin:begin + block], [0] * block, starts[begin:begin + block], NO_LABEL,
+                 _packed_debug(doc, block))
+
+
+def _packed_debug(doc: int, capacity: int) -> dict:
+    return {"doc_a": doc, "doc_b": -1, "sent_a": [], "sent_b": [], "target_len": capacity}
+
+
+def _mask_rows(columns: dict, masker: Masker, generator: torch.Generator) -> tuple[list, list]:
+    """Static masking: one padded batch through the Masker, then back to ragged lists."""
+    ids, starts = columns["input_ids"], columns["word_start"]
+    if not ids:
+        return [], []
+    lengths = torch.tensor([len(x) for x in ids])
+    inside = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    padded = torch.full(inside.shape, masker.special_ids[0].item(), dtype=torch.long)  # any special id pads
+    padded[inside] = torch.tensor([t for x in ids for t in x], dtype=torch.long)
+    word_start = torch.zeros(inside.shape, dtype=torch.bool)
+    word_start[inside] = torch.tensor([w for x in starts for w in x], dtype=torch.bool)
+    masked, labels = masker(padded, word_start, generator)
+    split = lengths.tolist()
+    return ([row[:n] for row, n in zip(masked.tolist(), split)], [row[:n] for row, n in zip(labels.tolist(), split)])
