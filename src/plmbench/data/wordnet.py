@@ -5,7 +5,7 @@ WordNet is the human-made sense inventory behind the offline proxy tasks (`plmbe
 
     offset lex_filenum ss_type w_cnt (word lex_id)*w_cnt p_cnt (pointer)*p_cnt [frames] | gloss
 
-and the gloss is `definition; "example one"; "example two"`. A few hundred glosses break that pattern (a colon
+and the gloss is `definition; "example one"; "example two"`. About a hundred glosses break that pattern (a colon
 instead of a semicolon, a missing quote); the parser keeps what it can read cleanly and never lets a quote
 character into an example.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,7 +59,9 @@ def _load(root: Path) -> tuple[Synset, ...]:
     for pos_name in POS_FILES.values():
         path = root / f"data.{pos_name}"
         if not path.is_file():
-            raise WordNetFormatError(f"{path}: missing; a WordNet 3.0 dict directory holds data.{{noun,verb,adj,adv}}")
+            raise WordNetFormatError(
+                f"{path}: missing; a WordNet 3.0 dict directory holds data.{{noun,verb,adj,adv}}"
+            )
         with path.open(encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):
                 if line.startswith("  "):  # licence header
@@ -66,7 +69,9 @@ def _load(root: Path) -> tuple[Synset, ...]:
                 try:
                     synsets.append(parse_data_line(line))
                 except (ValueError, IndexError) as error:
-                    raise WordNetFormatError(f"{path}:{number}: not a wndb(5WN) synset line ({error})") from None
+                    raise WordNetFormatError(
+                        f"{path}:{number}: not a wndb(5WN) synset line ({error})"
+                    ) from None
     return tuple(synsets)
 
 
@@ -103,6 +108,42 @@ def split_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
     return definition, tuple(examples)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """One example sentence of a synset that contains one of its lemmas (or an inflection of it) at `span`."""
+
+    lemma: str  # lowercased
+    synset: Synset
+    example: str
+    span: tuple[int, int]  # character offsets in `example` (and in `sentence`)
+
+    @property
+    def word(self) -> tuple[str, str]:
+        return self.lemma, self.synset.pos
+
+    @property
+    def sentence(self) -> str:
+        """The example as a sentence: capitalised, ending in a full stop (offsets unchanged)."""
+        text = self.example[0].upper() + self.example[1:]
+        return text if text[-1] in ".!?" else text + "."
+
+
+def usages(synsets: Iterable[Synset], exceptions: Mapping | None = None) -> list[Usage]:
+    """Every (lemma, example) of a synset where the example contains the lemma: WordNet's sense-tagged sentences.
+
+    An example often shows only one of its synset's lemmas ('the dog barked all night' has no 'domestic dog'), so
+    the lemma a sentence illustrates is the one found in it.
+    """
+    found = []
+    for synset in synsets:
+        for example in synset.examples:
+            for lemma in dict.fromkeys(lemma.lower() for lemma in synset.lemmas):
+                span = find_lemma(example, lemma, synset.pos, exceptions)
+                if span:
+                    found.append(Usage(lemma, synset, example, span))
+    return found
+
+
 def sense_counts(synsets: list[Synset] | tuple[Synset, ...]) -> dict[tuple[str, str], int]:
     """Polysemy: how many synsets hold each (lowercased lemma, pos); WordNet's index files give the same counts."""
     counts: Counter[tuple[str, str]] = Counter()
@@ -113,7 +154,7 @@ def sense_counts(synsets: list[Synset] | tuple[Synset, ...]) -> dict[tuple[str, 
 
 
 def load_exceptions(root: Path | None = None) -> dict[tuple[str, str], tuple[str, ...]]:
-    """Irregular inflections from <pos>.exc: (base lemma, pos) -> inflected forms, e.g. ('run','v') -> ('ran', ...)."""
+    """Irregular inflections from <pos>.exc: (base lemma, pos) -> inflected forms, e.g. ('run', 'v') -> ('ran',)."""
     root = Path(root) if root is not None else default_root()
     forms: dict[tuple[str, str], list[str]] = {}
     for pos, pos_name in POS_FILES.items():
@@ -147,23 +188,35 @@ def _regular_forms(word: str, pos: str) -> set[str]:
     return forms
 
 
-def lemma_forms(lemma: str, pos: str, irregular: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Lowercased surface forms of a lemma: itself, its regular inflections and its irregular ones, longest first."""
+def lemma_forms(
+    lemma: str, pos: str, exceptions: Mapping[tuple[str, str], tuple[str, ...]] | None = None
+) -> list[str]:
+    """Lowercased surface forms of a lemma, longest first: itself, its regular and its irregular inflections.
+
+    Inflection falls on the head: the last word of a noun or adjective ('attorneys general' is in noun.exc), the
+    first of a verb ('took a breath' comes from took -> take in verb.exc).
+    """
+    exceptions = exceptions or {}
     words = lemma.lower().split(" ")
-    # Inflection falls on the head: the last word of a noun/adjective, the first word of a phrasal verb.
     head = 0 if pos == "v" else len(words) - 1
-    forms = {" ".join(words[:head] + [form] + words[head + 1 :]) for form in _regular_forms(words[head], pos)}
-    forms |= {form.lower() for form in irregular}
-    return tuple(sorted(forms, key=lambda form: (-len(form), form)))  # longest first: 'dogs' wins over 'dog'
+    heads = _regular_forms(words[head], pos) | set(exceptions.get((words[head], pos), ()))
+    forms = {" ".join(words[:head] + [form] + words[head + 1 :]) for form in heads}
+    forms |= {form.lower() for form in exceptions.get((lemma.lower(), pos), ())}
+    return sorted(forms, key=lambda form: (-len(form), form))  # longest first: 'dogs' wins over 'dog'
 
 
-def find_lemma(sentence: str, lemma: str, pos: str, irregular: tuple[str, ...] = ()) -> tuple[int, int] | None:
-    """(start, end) character offsets of the first whole-word occurrence of `lemma` or an inflection, else None."""
+def find_lemma(
+    sentence: str, lemma: str, pos: str, exceptions: Mapping[tuple[str, str], tuple[str, ...]] | None = None
+) -> tuple[int, int] | None:
+    """(start, end) of the first whole-word occurrence of `lemma` or an inflection of it in `sentence`, else None.
+
+    `exceptions` is `load_exceptions()`: without it only regular inflections match.
+    """
     lowered = sentence.lower()
     if len(lowered) != len(sentence):  # lower() changed the length: offsets would not map back
         return None
     best = None
-    for form in lemma_forms(lemma, pos, tuple(irregular)):
+    for form in lemma_forms(lemma, pos, exceptions):
         start = lowered.find(form)
         while start != -1:
             end = start + len(form)
