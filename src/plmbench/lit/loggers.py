@@ -7,21 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
+from plmbench.sweep.store import drop_secrets as scrub  # W&B keys never reach logs, results or tables
+
 log = logging.getLogger(__name__)
-
-SECRET_KEY = re.compile(r"(key|token|secret|password|passwd|credential)", re.IGNORECASE)
-
-
-def scrub(value):
-    """Drop any config entry whose key looks like a secret, so W&B keys never reach logs, results or tables."""
-    if isinstance(value, dict):
-        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) else scrub(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
 
 
 def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group: str | None = None,

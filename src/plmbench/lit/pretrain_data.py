@@ -24,6 +24,7 @@ from plmbench.lit.sampling import IndexedDataset, ResumableBatches
 from plmbench.objectives.masking import Masker
 
 log = logging.getLogger(__name__)
+INTRINSIC_OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")  # models built with a sentence head (MaskedLM)
 
 
 @dataclass
@@ -60,8 +61,8 @@ class StepSeededCollate:
         batch_index = items[0].pop("_batch_index", 0)
         for item in items[1:]:
             item.pop("_batch_index", None)
-        generator = torch.Generator().manual_seed(self.seed * 7_919 + int(batch_index))
-        return self.collator(items, generator=generator)
+        self.collator.generator = torch.Generator().manual_seed(self.seed * 7_919 + int(batch_index))
+        return self.collator(items)
 
 
 class PretrainData(pl.LightningDataModule):
@@ -93,8 +94,8 @@ class PretrainData(pl.LightningDataModule):
         self.val = {"main": build_instances(val_docs, self.tokenizer, self.special,
                                             sentence_task=objective.sentence_task, packing=objective.packing,
                                             seed=int(cfg.seed) + 1, **common)[0]}
-        if not cfg.model.causal:
-            for task in ("nsp", "sop"):  # Table 5's intrinsic tasks, for every encoder
+        if objective.name in INTRINSIC_OBJECTIVES:
+            for task in ("nsp", "sop"):  # Table 5's intrinsic tasks, for every model with a sentence head
                 self.val[task] = build_instances(val_docs, self.tokenizer, self.special, sentence_task=task,
                                                  packing="segment_pair", seed=int(cfg.seed) + 2, **common)[0]
         self.masker = Masker(self.vocab_size, self.special, **self._masking_options()) \

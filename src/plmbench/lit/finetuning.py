@@ -1,0 +1,420 @@
+"""One fine-tuning run, from a composed `finetune` config to run_dir/metrics.json.
+
+`init` says where the backbone comes from, and with it the architecture and the tokenizer:
+  random                a fresh backbone of the configured model; its tokenizer is trained (and cached) on the
+                        configured pre-training corpus, as a pre-training run would train it;
+  <pre-training run>    a `plmbench pretrain` directory: config.yaml (its model node is the architecture),
+                        tokenizer/, checkpoints/last.ckpt (the `model.backbone.*` weights, and the sentence head's
+                        pooler where there is one: BERT and ALBERT fine-tune the pre-trained pooler);
+  <Hugging Face folder> config.json + model.safetensors + tokenizer.json (`plmbench export-hf` writes these).
+The fine-tuning config picks only the task, seeds and hyper-parameters; model/size/... options apply to random only.
+
+Every learning rate of `task.lr_grid` (or just `task.lr`) runs once per seed; the rate whose median dev score is
+best is kept (BERT's protocol), and of its seeds the median run (the lower middle one for an even count, as
+ALBERT and ELECTRA report medians) gives the headline metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from plmbench import metrics as task_metrics
+from plmbench.data.features import MODEL_COLUMNS, FeatureCollator, build_features, span_window
+from plmbench.data.tokenizer import SpecialTokens, special_tokens
+from plmbench.errors import UserError
+from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
+from plmbench.lit.loggers import build_logger
+from plmbench.lit.run_metrics import write_json_atomic
+from plmbench.models.config import ModelConfig
+from plmbench.models.task_heads import HEADS
+
+log = logging.getLogger(__name__)
+
+INIT_LAYOUTS = {  # what each kind of init directory holds
+    "pretrain_run": ("config.yaml", "tokenizer/tokenizer.json", "checkpoints/last.ckpt"),
+    "hf": ("config.json", "tokenizer.json"),  # weights: model.safetensors (or its sharded index), read by hf_mapping
+}
+CAP_SEED = 0  # the rows a cap keeps do not depend on the run's seed, so seeds differ only in training
+
+
+class FinetuneError(UserError):
+    """A fine-tuning setting or init that cannot work; the message names the key or path."""
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def init_kind(init: str) -> tuple[str, Path | None]:
+    """('random', None) or (layout name, directory), with a one-line error naming `init` otherwise."""
+    if str(init) == "random":
+        return "random", None
+    path = Path(str(init)).expanduser()
+    if not path.is_dir():
+        raise FinetuneError(f"init={init}: no such directory; allowed: random, a pre-training run directory or a "
+                            "Hugging Face folder")
+    for kind, files in INIT_LAYOUTS.items():
+        if all((path / name).is_file() for name in files):
+            return kind, path
+    wanted = "; ".join(f"{kind}: {', '.join(files)}" for kind, files in INIT_LAYOUTS.items())
+    raise FinetuneError(f"init={path}: holds neither a pre-training run nor a Hugging Face folder ({wanted})")
+
+
+def init_model_config(cfg: DictConfig) -> ModelConfig:
+    """The architecture fine-tuning will build: the init's own, or cfg.model for init=random."""
+    kind, path = init_kind(cfg.init)
+    try:
+        if kind == "pretrain_run":
+            return ModelConfig.from_mapping(OmegaConf.load(path / "config.yaml").model)
+        if kind == "hf":
+            from plmbench.models import hf_mapping
+
+            family = json.loads((path / "config.json").read_text()).get("model_type")
+            if family not in hf_mapping.FAMILIES:
+                raise ValueError(f"model_type={family!r}: plmbench imports {', '.join(hf_mapping.FAMILIES)}")
+            return hf_mapping.config_from_hf(_hf_config(path))
+    except (ValueError, KeyError, OSError) as error:
+        raise FinetuneError(f"init={path}: not a usable architecture: {' '.join(str(error).split())}") from None
+    return ModelConfig.from_mapping(cfg.model)
+
+
+def _hf_config(path: Path):
+    import transformers
+
+    return transformers.AutoConfig.from_pretrained(path)
+
+
+def _positive(value, key: str, kind=int, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or kind(value) != value:
+        raise FinetuneError(f"{key}={value!r}: must be a positive {kind.__name__}" + (" or null" if allow_none else ""))
+    return kind(value)
+
+
+def run_seeds(cfg: DictConfig) -> list[int]:
+    seeds = [cfg.seed] if cfg.get("seed") is not None else list(cfg.get("seeds") or [])
+    if not seeds:
+        raise FinetuneError("seeds=[]: give at least one fine-tuning seed, e.g. seeds=[0,1,2] or seed=0")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise FinetuneError(f"seeds={seeds}: seeds must be integers")
+    return seeds
+
+
+def learning_rates(task: DictConfig) -> list[float]:
+    grid = list(task.lr_grid) if task.get("lr_grid") else [task.lr]
+    return [_positive(lr, "task.lr_grid" if task.get("lr_grid") else "task.lr", float) for lr in grid]
+
+
+def primary_metric(task: DictConfig) -> str:
+    name, config = task.metric.name, task.metric.get("config")
+    key = config or name
+    if name not in task_metrics.CONFIGS or config not in task_metrics.CONFIGS[name] or key not in task_metrics.PRIMARY:
+        raise FinetuneError(f"task.metric={{name: {name}, config: {config}}}: unknown metric; allowed names: "
+                            f"{', '.join(task_metrics.CONFIGS)} (glue takes the task as config)")
+    return task_metrics.PRIMARY[key]
+
+
+def validate_finetune(cfg: DictConfig) -> None:
+    """Everything that can be checked without data or weights: fails in seconds, naming the key."""
+    task = cfg.task
+    if task.kind not in HEADS:
+        raise FinetuneError(f"task.kind={task.kind!r}: allowed values are {', '.join(HEADS)}")
+    if task.kind == "regression" and int(task.num_labels) != 1:
+        raise FinetuneError(f"task.num_labels={task.num_labels} for a regression task: must be 1")
+    primary_metric(task)
+    run_seeds(cfg)
+    learning_rates(task)
+    explicit = cfg.get("epochs") is not None
+    _positive(cfg.epochs if explicit else task.epochs, "epochs" if explicit else "task.epochs")
+    _positive(task.batch_size, "task.batch_size")
+    for key in ("max_train_examples", "max_eval_examples"):
+        _positive(cfg.get(key), key, allow_none=True)
+    if not 0.0 <= float(task.get("warmup_ratio", 0.0)) < 1.0:
+        raise FinetuneError(f"task.warmup_ratio={task.warmup_ratio}: must be in [0, 1)")
+    model = init_model_config(cfg)
+    if int(task.max_length) > model.max_positions:
+        raise FinetuneError(f"task.max_length={task.max_length} exceeds the model's max_positions="
+                            f"{model.max_positions} (init={cfg.init})")
+    if task.kind == "span":
+        try:
+            span_window(task)
+        except ValueError as error:
+            raise FinetuneError(str(error)) from None
+
+
+def check_rows(task: DictConfig, data) -> None:
+    """What only the data can tell: a pair task needs second sentences, a single-sentence task has none."""
+    if task.kind in ("classification", "regression"):
+        sample = data["train"].select(range(min(1000, len(data["train"]))))["text_b"]
+        has_b = any(text.strip() for text in sample)
+        if bool(task.pair) != has_b:
+            found = "has second sentences (text_b)" if has_b else "has no second sentence (text_b is empty)"
+            raise FinetuneError(f"task.pair={str(bool(task.pair)).lower()} but task {task.name}'s data {found}; "
+                                f"set task.pair={str(has_b).lower()} or check the task's files")
+    if task.kind == "multiple_choice":
+        counts = {len(options) for options in data["train"]["options"]}
+        if counts != {int(task.num_labels)}:
+            raise FinetuneError(f"task.num_labels={task.num_labels} but task {task.name}'s questions have "
+                                f"{sorted(counts)} options")
+
+
+# ------------------------------------------------------------------------------------------ init
+
+
+@dataclass
+class Init:
+    kind: str  # random | pretrain_run | hf
+    path: Path | None
+    config: ModelConfig
+    tokenizer: Tokenizer
+    special: SpecialTokens
+    hf_checkpoint: tuple | None = None  # (HF config, state dict), read once for every run of a grid
+
+    def describe(self) -> dict:
+        """The pre-training cell a result comes from: its path and lineage id (the sweep's cell id)."""
+        return {"kind": self.kind, "path": str(self.path) if self.path else None, "lineage_id": self.lineage_id()}
+
+    def lineage_id(self) -> str | None:
+        if self.kind != "pretrain_run":
+            return None
+        from plmbench.sweep.lineage import cell_id
+
+        try:
+            return cell_id(OmegaConf.load(self.path / "config.yaml"))
+        except Exception as error:  # noqa: BLE001 - a run made outside a sweep may lack what the id hashes
+            log.info("no lineage id for %s: %s", self.path, error)
+            return None
+
+    def load_weights(self, model: torch.nn.Module) -> None:
+        """Put the init's backbone (and pre-trained pooler, when both have one) into a TaskModel."""
+        LOADERS[self.kind](self, model)
+
+
+def _load_nothing(init: Init, model) -> None:
+    return None
+
+
+def _load_pretrain_run(init: Init, model) -> None:
+    state = torch.load(init.path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    backbone = {k.removeprefix("model.backbone."): v for k, v in state.items() if k.startswith("model.backbone.")}
+    if not backbone:
+        raise FinetuneError(f"init={init.path}: checkpoints/last.ckpt holds no model.backbone.* weights")
+    try:
+        model.backbone.load_state_dict(backbone, strict=True)
+    except RuntimeError as error:
+        first = " ".join(str(error).split())[:300]
+        raise FinetuneError(f"init={init.path}: the checkpoint does not fit the architecture in its config.yaml: "
+                            f"{first}") from None
+    pooler = {k.removeprefix("model.sentence_head.pooler."): v for k, v in state.items()
+              if k.startswith("model.sentence_head.pooler.")}
+    if pooler and hasattr(model.head, "pooler"):
+        model.head.pooler.load_state_dict(pooler)
+
+
+def _load_hf(init: Init, model) -> None:
+    from plmbench.models import hf_mapping
+
+    try:
+        hf_config, state = init.hf_checkpoint
+        hf_mapping.from_hf_state_dict(model.backbone, state, hf_config)
+    except (ValueError, FileNotFoundError) as error:
+        raise FinetuneError(f"init={init.path}: {' '.join(str(error).split())}") from None
+
+
+LOADERS = {"random": _load_nothing, "pretrain_run": _load_pretrain_run, "hf": _load_hf}
+
+
+def load_init(cfg: DictConfig) -> Init:
+    kind, path = init_kind(cfg.init)
+    config = init_model_config(cfg)
+    if kind == "random":
+        from plmbench.data.corpora import build_corpus
+        from plmbench.data.tokenizer import get_tokenizer
+
+        lowercase = bool(cfg.get("data", {}).get("lowercase", True))
+        tokenizer, special = get_tokenizer(build_corpus(cfg.corpus), cfg.model.tokenizer, config.vocab_size,
+                                           lowercase=lowercase)
+        config = config.replace(vocab_size=tokenizer.get_vocab_size())  # as pre-training sizes it
+        return Init(kind, None, config, tokenizer, special)
+    tokenizer, checkpoint = Tokenizer.from_file(str(path / INIT_LAYOUTS[kind][1])), None
+    try:
+        if kind == "hf":
+            from plmbench.models import hf_mapping
+
+            checkpoint = hf_mapping.read_hf_folder(path)
+            config = hf_mapping.config_from_hf(*checkpoint)  # sharing is read off the weights
+        special = special_tokens(tokenizer)
+    except (ValueError, FileNotFoundError) as error:
+        raise FinetuneError(f"init={path}: {' '.join(str(error).split())}") from None
+    if tokenizer.get_vocab_size() > config.vocab_size:
+        raise FinetuneError(f"init={path}: its tokenizer has {tokenizer.get_vocab_size()} tokens, more than the "
+                            f"model's vocab_size={config.vocab_size}")
+    return Init(kind, path, config, tokenizer, special, checkpoint)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def _cap(rows, limit: int | None):
+    if limit is None or len(rows) <= limit:
+        return rows
+    return rows.shuffle(seed=CAP_SEED).select(range(limit))
+
+
+def prepare_data(cfg: DictConfig, init: Init) -> tuple:
+    """(train features, [EvalSplit], number of train rows) for the task, with the configured caps."""
+    from plmbench.data.tasks import load_task
+
+    task = cfg.task
+    data = load_task(task, cfg.get("data_dir"))
+    check_rows(task, data)
+    train_rows = _cap(data["train"], cfg.get("max_train_examples"))
+    train = build_features(train_rows, init.tokenizer, init.special, task)
+    splits = []
+    for name in task.eval_splits:
+        examples = _cap(data[name], cfg.get("max_eval_examples"))
+        splits.append(EvalSplit(name, examples, build_features(examples, init.tokenizer, init.special, task)))
+    log.info("task %s: %d train rows (%d inputs), eval %s", task.name, len(train_rows), len(train),
+             {s.name: len(s.examples) for s in splits})
+    return train, splits, len(train_rows)
+
+
+def _loader(features, collate, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
+    columns = [c for c in MODEL_COLUMNS if c in features.column_names]
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(features.select_columns(columns), batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=collate, num_workers=workers)
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def _trainer(cfg: DictConfig, epochs: int, logger, log_every: int, run_dir: Path) -> pl.Trainer:
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+
+    bar = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}.get(cfg.trainer.get("progress_bar", "rich"))
+    # One device: evaluation gathers every logit of a split in one process to score it with the task's metric.
+    return pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
+                      precision=cfg.impl.precision, gradient_clip_val=cfg.trainer.gradient_clip_val,
+                      logger=logger, callbacks=[bar()] if bar else [], enable_progress_bar=bar is not None,
+                      enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
+                      log_every_n_steps=log_every, default_root_dir=str(run_dir))
+
+
+def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metric, lr: float, seed: int,
+              run_dir: Path, logger_meta: dict) -> dict:
+    """Fine-tune from the init once with one learning rate and seed; its per-epoch history and best epoch."""
+    task, started = cfg.task, time.perf_counter()
+    pl.seed_everything(seed, workers=True, verbose=False)
+    epochs = int(cfg.epochs if cfg.get("epochs") is not None else task.epochs)
+    batch_size, workers = int(task.batch_size), int(cfg.trainer.get("num_workers", 0))
+    collate = FeatureCollator(init.special)
+    train_loader = _loader(train, collate, batch_size, True, seed, workers)
+    eval_loaders = [_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in splits]
+    total_steps = epochs * len(train_loader)
+    primary = primary_metric(task)
+    module = FinetuneModule(init.config, OmegaConf.to_container(task, resolve=True), lr, total_steps, splits, metric,
+                            primary, optim=OmegaConf.to_container(cfg.optim, resolve=True),
+                            fused_adamw=bool(cfg.impl.get("fused_adamw")))
+    init.load_weights(module.model)
+    name = f"lr{lr:g}-seed{seed}"
+    logger = build_logger(OmegaConf.to_container(cfg.logger, resolve=True), run_dir / "runs" / name,
+                          f"{logger_meta.get('name', run_dir.name)}-{name}",
+                          OmegaConf.to_container(cfg, resolve=True), group=logger_meta.get("group"),
+                          job_type="finetune", tags=logger_meta.get("tags"))
+    trainer = _trainer(cfg, epochs, logger, max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader))), run_dir)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
+    _finish(logger)
+    return {"lr": lr, "seed": seed, "best_epoch": module.best["epoch"], "best": module.best["metrics"],
+            "score": module.score(module.best["metrics"]), "history": module.history,
+            "wall_seconds": time.perf_counter() - started,
+            "params": {"backbone": _count(module.model.backbone), "head": _count(module.model.head)}}
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())  # a shared tensor is counted once
+
+
+def _finish(logger) -> None:
+    try:
+        if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish()
+    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
+        log.warning("could not close the W&B run: %s", error)
+
+
+def _median_run(runs: list[dict]) -> dict:
+    ordered = sorted(runs, key=lambda run: run["score"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _flat(best: dict, first_split: str) -> dict:
+    """The first evaluation split's metrics as they are; other splits' as '<split>/<metric>'."""
+    flat = dict(best[first_split])
+    for split, values in best.items():
+        if split != first_split:
+            flat.update({f"{split}/{key}": value for key, value in values.items()})
+    return flat
+
+
+def _json_safe(value):
+    """NaN (Pearson of constant predictions) becomes null: metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None) -> dict:
+    validate_finetune(cfg)
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    init = load_init(cfg)
+    train, splits, train_rows = prepare_data(cfg, init)
+    task, seeds, meta = cfg.task, run_seeds(cfg), logger_meta or {}
+    metric = task_metrics.load(task.metric.name, task.metric.get("config"))
+    runs = [train_one(cfg, init, train, splits, metric, lr, seed, run_dir, meta)
+            for lr in learning_rates(task) for seed in seeds]
+    by_lr = {lr: [run for run in runs if run["lr"] == lr] for lr in learning_rates(task)}
+    lr = max(by_lr, key=lambda rate: finite(statistics.median([run["score"] for run in by_lr[rate]])))
+    chosen = _median_run(by_lr[lr])
+    primary, first_split = primary_metric(task), splits[0].name
+    metrics = {
+        "status": "finished",
+        "task": str(task.name), "task_kind": str(task.kind), "task_source": str(task.source),
+        "init": init.describe(),
+        "seeds": seeds, "seed": chosen["seed"], "lr": lr, "lr_grid": learning_rates(task),
+        "epochs": int(cfg.epochs if cfg.get("epochs") is not None else task.epochs),
+        "batch_size": int(task.batch_size),
+        "train_examples": train_rows, "train_inputs": len(train),  # inputs: SQuAD windows, one per row elsewhere
+        "eval_examples": {s.name: len(s.examples) for s in splits},
+        "best": _flat(chosen["best"], first_split), "best_epoch": chosen["best_epoch"],
+        "best_by_split": chosen["best"],
+        "primary": {"name": primary, "split": first_split, "value": chosen["best"][first_split].get(primary),
+                    "per_seed": {str(run["seed"]): run["best"][first_split].get(primary) for run in by_lr[lr]}},
+        "history": chosen["history"],
+        "runs": [{k: v for k, v in run.items() if k != "params"} for run in runs],
+        "params": {**chosen["params"], "total": sum(chosen["params"].values())},
+        "vocab_size": init.config.vocab_size,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_json_atomic(run_dir / "metrics.json", _json_safe(metrics))
+    return _json_safe(metrics)
