@@ -382,7 +382,10 @@ def _json_safe(value):
 
 
 def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None) -> dict:
+    from plmbench.impl import apply_threads
+
     validate_finetune(cfg)
+    apply_threads(cfg.impl)  # impl.threads, when set: before anything is built
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
