@@ -118,7 +118,9 @@ class PretrainData(pl.LightningDataModule):
         accumulate = int(self.cfg.trainer.accumulate_grad_batches)
         start = trainer.global_step * accumulate if trainer is not None else 0
         end = int(self.cfg.trainer.max_steps) * accumulate
-        sampler = ResumableBatches(len(self.train), int(self.cfg.trainer.batch_size), int(self.cfg.seed), start, end)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ResumableBatches(len(self.train), int(self.cfg.trainer.batch_size), int(self.cfg.seed), start, end,
+                                   rank=rank, world_size=world)
         return DataLoader(IndexedDataset(self.train), batch_sampler=sampler, collate_fn=self._collate(self.cfg.seed),
                           num_workers=int(self.cfg.trainer.num_workers))
 

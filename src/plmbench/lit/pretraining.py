@@ -14,6 +14,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from plmbench.data.tokenizer import save_hf_tokenizer
+from plmbench.impl import apply_threads
+from plmbench.lit.ddp_worker import launched_by_cluster, run_in_worker, world_size
 from plmbench.lit.loggers import build_logger
 from plmbench.lit.pretrain_data import PretrainData
 from plmbench.lit.pretrain_module import PretrainModule
@@ -58,9 +60,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger) -> pl
         use_distributed_sampler=False, enable_model_summary=False)
 
 
-def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None) -> dict:
+def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None, in_worker: bool = False) -> dict:
     validate_pretrain(cfg)
+    if world_size(cfg) > 1 and not in_worker and not launched_by_cluster():
+        return run_in_worker(cfg, run_dir)  # DDP ranks re-run a Hydra-free command line, not the Hydra app
     run_dir.mkdir(parents=True, exist_ok=True)
+    apply_threads(cfg.impl)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     data = PretrainData(cfg)
     data.prepare()

@@ -12,9 +12,13 @@ from torch.utils.data import Dataset, Sampler
 
 
 class ResumableBatches(Sampler):
-    def __init__(self, num_examples: int, batch_size: int, seed: int, start_batch: int, end_batch: int):
+    """Under data parallelism rank r of w takes global batches k*w + r, so ranks never see the same batch."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, start_batch: int, end_batch: int,
+                 rank: int = 0, world_size: int = 1):
         self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
         self.start_batch, self.end_batch = start_batch, end_batch
+        self.rank, self.world_size = rank, world_size
         self.per_epoch = max(1, num_examples // batch_size)  # drop the ragged last batch: static shapes
 
     def __len__(self) -> int:
@@ -22,7 +26,8 @@ class ResumableBatches(Sampler):
 
     def __iter__(self):
         permutation, epoch = None, None
-        for k in range(self.start_batch, self.end_batch):
+        for local in range(self.start_batch, self.end_batch):
+            k = local * self.world_size + self.rank
             if k // self.per_epoch != epoch:
                 epoch = k // self.per_epoch
                 permutation = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(

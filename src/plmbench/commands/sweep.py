@@ -1,0 +1,89 @@
+"""`plmbench sweep experiment=<name> scale=<scale> [overrides]`: an experiment's grid, end to end.
+
+Every cell of the grid (Hydra sweeper params in conf/experiment/<name>.yaml) is checked first, so a typo fails in
+seconds. Then Hydra multirun runs one job per cell (in-process by default; one SLURM job per cell with
+`hydra/launcher=submitit_slurm`): pre-train once by lineage, fine-tune every task x seed, append records. At the
+end the paper-style table is rendered and logged to W&B. An experiment with `parts` (e.g. `albert` = Tables 4 and
+5) runs each part's grid in turn into one results store; cells they share train once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from plmbench import paths
+from plmbench.configuration import CONF_DIR, compose
+from plmbench.grid import grid_axes, grid_cells
+from plmbench.hydra_app import run_app
+from plmbench.lit.pretraining import validate_pretrain
+from plmbench.models.config import ConfigError
+from plmbench.sweep.lineage import cell_id
+from plmbench.sweep.progress import SweepProgress
+from plmbench.sweep.runner import CellRunner, units_per_cell
+from plmbench.sweep.store import ResultsStore
+
+log = logging.getLogger(__name__)
+PROGRESS: SweepProgress | None = None
+
+
+def _cell_job(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    CellRunner(cfg, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices), PROGRESS).run()
+
+
+def plan(overrides: list[str]) -> tuple[str, list[list[str]], set[str], DictConfig]:
+    """(results name, overrides per part, cell ids, a composed config), checking every cell before compute."""
+    cfg = compose("pretrain", overrides, return_hydra=True)
+    name = OmegaConf.select(cfg, "experiment.name")
+    if not name:
+        raise ConfigError(f"experiment is not set: pass experiment=<name> (one of "
+                          f"{', '.join(sorted(p.stem for p in (CONF_DIR / 'experiment').glob('*.yaml')))})")
+    results = str(cfg.experiment.get("results", name))
+    parts = list(cfg.experiment.get("parts") or [name])
+    part_overrides, cells = [], set()
+    for part in parts:
+        extra = [] if part == name else [f"experiment={part}", f"experiment.results={results}"]
+        part_cfg = compose("pretrain", _replace_experiment(overrides, extra), return_hydra=True)
+        axes = grid_axes(part_cfg.hydra)
+        for cell in grid_cells(axes) or [[]]:
+            cell_cfg = compose("pretrain", _replace_experiment(overrides, extra) + cell)
+            validate_pretrain(cell_cfg)
+            _check_tasks(cell_cfg)
+            cells.add(cell_id(cell_cfg))
+        part_overrides.append(_replace_experiment(overrides, extra))
+    return results, part_overrides, cells, cfg
+
+
+def _replace_experiment(overrides: list[str], extra: list[str]) -> list[str]:
+    if not extra:
+        return list(overrides)
+    return [o for o in overrides if not o.startswith("experiment=")] + extra
+
+
+def _check_tasks(cfg: DictConfig) -> None:
+    for task in cfg.sweep.tasks:
+        if not (CONF_DIR / "task" / f"{task}.yaml").exists():
+            options = sorted(str(p.relative_to(CONF_DIR / "task").with_suffix("")) for p in
+                             (CONF_DIR / "task").rglob("*.yaml"))
+            raise ConfigError(f"sweep.tasks: unknown task {task!r}; allowed: {', '.join(options)}")
+
+
+def main(overrides: list[str]) -> None:
+    global PROGRESS
+    results, part_overrides, cells, cfg = plan(overrides)
+    store = ResultsStore(paths.results_root() / results / "records.jsonl")
+    per_cell = units_per_cell(cfg)
+    done = sum(1 for r in store.records() if r.get("cell_id") in cells)
+    PROGRESS = SweepProgress(len(cells) * per_cell, min(done, len(cells) * per_cell))
+    print(f"[sweep] {results}: {len(cells)} pre-training cells x {per_cell} units; {PROGRESS.line()}", flush=True)
+    for part in part_overrides:
+        run_app("pretrain", _cell_job, part, multirun=True)
+    from plmbench.commands.table import main as table_main
+
+    logger = OmegaConf.to_container(cfg.logger, resolve=True)
+    table_main([f"experiment={results}", f"wandb={str(logger.get('kind') == 'wandb').lower()}",
+                *(f"logger.{k}={v}" for k, v in logger.items() if k in ("mode", "project", "dir") and v)])

@@ -1,0 +1,49 @@
+"""Lineage: what identifies a pre-training cell and a fine-tuning unit.
+
+A cell's id hashes exactly the settings that determine its weights: architecture, objective, corpus, data and
+masking, optimiser and schedule, steps, effective batch and seed. Run names, timestamps, the experiment or scale
+name, loggers and speed settings (impl) do not enter it, so Table 4's E=128 all-shared cell *is* Table 5's SOP
+row, and a rerun finds what it already trained. A unit (cell x task x seed) hashes the cell id with the task's
+config, the fine-tuning settings and the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+LINEAGE_VERSION = 1  # bump when training code changes what a config produces, so old cells are not reused
+WEIGHT_TRAINER_KEYS = ("max_steps", "batch_size", "accumulate_grad_batches", "gradient_clip_val", "devices",
+                       "num_nodes")
+
+
+def digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _plain(node):
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def cell_spec(cfg: DictConfig) -> dict:
+    trainer = _plain(cfg.trainer)
+    return {
+        "version": LINEAGE_VERSION,
+        "model": _plain(cfg.model),
+        "objective": _plain(cfg.objective),
+        "corpus": _plain(cfg.corpus),
+        "data": _plain(cfg.data),
+        "optim": _plain(cfg.optim),
+        "trainer": {k: trainer.get(k) for k in WEIGHT_TRAINER_KEYS},
+        "seed": int(cfg.seed),
+    }
+
+
+def cell_id(cfg: DictConfig) -> str:
+    return digest(cell_spec(cfg))
+
+
+def unit_id(cell: str, task: dict, seed: int, finetune: dict) -> str:
+    return digest({"version": LINEAGE_VERSION, "cell": cell, "task": task, "seed": int(seed), "finetune": finetune})
