@@ -100,7 +100,9 @@ class CellRunner:
         return result
 
     def _finetune_overrides(self, task: str, seed: int) -> list[str]:
-        overrides = self.overrides + [f"task={task}", f"init={self.cell_dir}", f"seeds=[{seed}]"]
+        # Sweep-only and Hydra keys do not exist in the fine-tuning config.
+        kept = [o for o in self.overrides if not o.lstrip("+~").startswith(("sweep.", "hydra."))]
+        overrides = kept + [f"task={task}", f"init={self.cell_dir}", f"seeds=[{seed}]"]
         overrides += list(self.cfg.sweep.get("finetune_overrides") or [])
         if self.cfg.sweep.get("task_source"):
             overrides.append(f"task.source={self.cfg.sweep.task_source}")
@@ -117,24 +119,26 @@ class CellRunner:
     def _finetune(self, task: str, seed: int, pretrain: dict) -> None:
         from plmbench.lit.finetuning import run_finetuning
 
-        unit, ft = self._finetune_unit(task, seed), compose("finetune", self._finetune_overrides(task, seed))
-        record = self.base_record(str(ft.task.name), seed, unit, str(ft.task.source))
+        unit = self._finetune_unit(task, seed)
+        record = self.base_record(task.replace("/", "_"), seed, unit, str(self.cfg.sweep.get("task_source")))
+        ft, metrics, error = None, {}, None
         if pretrain["failed"]:
-            error, metrics = f"pre-training failed: {pretrain['failed']}", {}
+            error = f"pre-training failed: {pretrain['failed']}"
         else:
             try:
+                ft = compose("finetune", self._finetune_overrides(task, seed))
+                record.update(task=str(ft.task.name), task_source=str(ft.task.source))
                 meta = {"name": f"{self.results_name}-{self.cell}-{ft.task.name}-s{seed}",
                         "group": self.results_name, "tags": [f"{k}={v}" for k, v in self.axes.items()]}
                 metrics = run_finetuning(ft, paths.runs_root() / "units" / unit, logger_meta=meta)
-                error = None
             except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
-                error, metrics = f"{type(exc).__name__}: {exc}", {}
+                error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
                 log.error("unit %s (%s seed %d) failed: %s\n%s", unit, task, seed, error, traceback.format_exc())
         self._append({**record, "status": "failed" if error else "ok", "error": error,
-                      "metrics": metrics.get("best", metrics.get("metrics", {})),
+                      "metrics": metrics.get("best", {}) if not error else {},
                       **self._costs(pretrain["metrics"], pretrain["counts"]),
                       "finetune": {k: metrics.get(k) for k in ("best_epoch", "wall_seconds", "primary")},
-                      "config": scrub(OmegaConf.to_container(ft, resolve=True))})
+                      "config": scrub(OmegaConf.to_container(ft, resolve=True)) if ft is not None else {}})
 
     @staticmethod
     def _costs(metrics: dict, counts: dict) -> dict:

@@ -139,11 +139,11 @@ def _row(path: Path, index: int, entry: dict, columns: list[str]) -> ReferenceRo
         raise ValueError(f"{where} ({entry['label']}): values must cover exactly the columns; "
                          f"missing {missing}, not a column {extra}")
     try:
-        values = {c: float(values[c]) for c in columns}
+        values = {c: None if values[c] is None else float(values[c]) for c in columns}  # null: not published
     except (TypeError, ValueError):
         raise ValueError(f"{where} ({entry['label']}): every value must be a number, got {entry['values']}") from None
     # A transcription check: the published Avg must follow from the published columns.
-    if "avg" in values and abs(paper_average(values) - values["avg"]) > AVG_TOLERANCE:
+    if values.get("avg") is not None and None not in values.values() and abs(paper_average(values) - values["avg"]) > AVG_TOLERANCE:
         raise ValueError(f"{where} ({entry['label']}): avg {values['avg']} does not match the paper's formula "
                          f"({paper_average(values):.2f}); check the transcription")
     return ReferenceRow(label=str(entry["label"]), axes={str(k): str(v) for k, v in entry["axes"].items()},

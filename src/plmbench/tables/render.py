@@ -93,7 +93,7 @@ def markdown(experiment: str, sections) -> str:
 def cell_text(row: dict, column: str, notes: list[str]) -> str:
     """`ours / paper (Δ)`; appends a numbered note to `notes` for each failure it mentions."""
     value, paper = row[column], row[column + "_paper"]
-    paper_text = f"{paper:g}" if column == "params" else f"{paper:.1f}"
+    paper_text = "n/a" if paper is None else f"{paper:g}" if column == "params" else f"{paper:.1f}"
     marker = ""
     if column != "avg" and row.get(column + "_error"):  # Avg's parts carry their own notes
         notes.append(f"[{len(notes) + 1}] {row['row']}, {COLUMNS[column].header}: {row[column + '_error']}")
@@ -109,6 +109,8 @@ def cell_text(row: dict, column: str, notes: list[str]) -> str:
         if row[column + "_failed"]:
             spread += f"; {row[column + '_failed']} failed{marker}"
         ours += f" ({spread})"
+    if paper is None:
+        return ours
     return f"{ours} / {paper_text} ({row[column + '_delta']:+.1f})"
 
 
@@ -120,7 +122,8 @@ def rank_agreement(rows: list[dict], column: str) -> tuple[float, float, int] | 
     """Kendall tau (and its p-value) between our and the paper's values of `column`, over the rows we have."""
     from scipy.stats import kendalltau
 
-    pairs = [(r[column], r[column + "_paper"]) for r in rows if isinstance(r.get(column), float)]
+    pairs = [(r[column], r[column + "_paper"]) for r in rows
+             if isinstance(r.get(column), float) and r.get(column + "_paper") is not None]
     if len(pairs) < 2:
         return None
     result = kendalltau([p[0] for p in pairs], [p[1] for p in pairs])
@@ -188,6 +191,8 @@ def _write_png(sections, path: Path) -> None:
 def _png_cell(row: dict, column: str) -> str:
     value, paper = row[column], row[column + "_paper"]
     ours = value if isinstance(value, str) else (_params_text(value) if column == "params" else f"{value:.1f}")
+    if paper is None:
+        return ours
     return f"{ours} / {paper:g}" if column == "params" else f"{ours} / {paper:.1f}"
 
 

@@ -88,7 +88,7 @@ def _stat_cell(values: list[float], failures: list[str], paper: float) -> dict:
             "_error": "; ".join(failures) or None, "_paper": paper, "_delta": None}
     if values:
         median = statistics.median(values)
-        cell.update({"": median, "_mean": statistics.fmean(values), "_delta": median - paper,
+        cell.update({"": median, "_mean": statistics.fmean(values), "_delta": None if paper is None else median - paper,
                      "_std": statistics.stdev(values) if len(values) > 1 else None})
     elif failures:
         cell[""] = FAILED
@@ -128,7 +128,7 @@ def _average_cell(row: dict, paper: float) -> dict:
     cell = {suffix: None for suffix in STAT_SUFFIXES} | {"_paper": paper}
     if all(isinstance(v, float) for v in parts.values()):
         ours = paper_average(parts)
-        cell.update({"": ours, "_delta": ours - paper})
+        cell.update({"": ours, "_delta": None if paper is None else ours - paper})
     else:
         bad = [COLUMNS[c].header for c, v in parts.items() if not isinstance(v, float)]
         cell[""] = FAILED if any(parts[c] == FAILED for c in parts) else MISSING
@@ -178,7 +178,8 @@ def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: di
         if mode == "online" and not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
             log.warning("logger.mode=online but no W&B credentials found: logging the summary offline")
             mode = "offline"
-        extra = {"dir": str(Path(logger_cfg["dir"]).resolve())} if logger_cfg.get("dir") else {}
+        where = logger_cfg.get("dir") or os.environ.get("WANDB_DIR")  # explicit: wandb caches settings per process
+        extra = {"dir": str(Path(where).resolve())} if where else {}
         run = wandb.init(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
                          name=f"{experiment}-summary", group=experiment, job_type="summary", mode=mode,
                          config={"experiment": experiment, "rows": len(rows)},

@@ -1,0 +1,74 @@
+"""The sweep machinery on a micro grid: lineage hashing, skip and resume, the store, the table and the W&B table."""
+
+import json
+
+import pytest
+
+from plmbench.commands import sweep
+from plmbench.configuration import compose
+from plmbench.sweep.lineage import cell_id
+from plmbench.sweep.store import ResultsStore
+
+
+def test_table4_e128_all_shared_is_table5_sop_row():
+    t4 = compose("pretrain", ["experiment=albert_table4", "scale=smoke", "embedding=e128", "sharing=all"])
+    t5 = compose("pretrain", ["experiment=albert_table5", "scale=smoke", "objective=mlm_sop"])
+    assert cell_id(t4) == cell_id(t5)
+
+
+@pytest.mark.parametrize("change,same", [
+    ("impl.compile=true", True), ("logger=csv", True), ("trainer.progress_bar=none", True),
+    ("experiment=albert_table5", True), ("trainer.max_steps=301", False), ("seed=1", False),
+    ("data.masking.rate=0.2", False), ("sharing=none", False), ("optim.lr=1e-4", False),
+])
+def test_cell_id_hashes_what_determines_weights_only(change, same):
+    base = ["model=albert", "scale=smoke", "sharing=all", "objective=mlm_sop", "embedding=e128"]
+    assert (cell_id(compose("pretrain", base)) == cell_id(compose("pretrain", base + [change]))) is same
+
+
+def test_plan_counts_shared_cells_once():
+    _, parts, cells, _ = sweep.plan(["experiment=albert", "scale=smoke"])
+    assert len(parts) == 2 and len(cells) == 10  # 8 (Table 4) + 3 (Table 5) - 1 shared
+
+
+@pytest.fixture
+def micro(tmp_path, monkeypatch, shared_data):
+    text = (shared_data / "corpus/wikitext-2/raw/valid.txt").read_text(encoding="utf-8")[:400_000]
+    (tmp_path / "wiki.txt").write_text(text, encoding="utf-8")
+    for name in ("RUNS", "RESULTS"):
+        monkeypatch.setenv(f"PLMBENCH_{name}", str(tmp_path / name.lower()))
+    monkeypatch.setenv("PLMBENCH_CACHE", str(tmp_path.parent / "sweep-cache"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return ["experiment=micro", "size=tiny", "model.vocab_size=1000", "model.max_positions=128",
+            "data.max_seq_len=64", "corpus=files", f"corpus.paths={tmp_path / 'wiki.txt'}", "data.val_fraction=0.25",
+            "trainer.max_steps=6", "trainer.batch_size=8", "trainer.val_check_interval=3",
+            "trainer.limit_val_batches=1", "trainer.checkpoint_every_n_steps=3", "trainer.progress_bar=none",
+            "sweep.task_source=proxy", "sweep.finetune_overrides=['epochs=1','max_train_examples=32','max_eval_examples=32']",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+
+
+def test_micro_sweep_end_to_end_then_skips_everything(micro, tmp_path, monkeypatch):
+    sweep.main(micro)
+    store = ResultsStore(tmp_path / "results" / "micro" / "records.jsonl")
+    records = store.records()
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records), records
+    assert {r["task"] for r in records} == {"pretrain", "sst2"}
+    assert len({r["cell_id"] for r in records}) == 2 and len({r["unit_id"] for r in records}) == 4
+    assert all(r["seed"] == 0 and r["params"]["backbone_params"] > 0 for r in records)
+    table = (tmp_path / "results" / "micro" / "table.md").read_text()
+    assert "sharing" in table or "all" in table
+    tables = list((tmp_path / "wandb").glob("offline-run-*/files/media/table/*.table.json"))
+    assert tables and len(json.loads(tables[-1].read_text())["data"]) == 2
+
+    # A second sweep trains nothing: every unit is in the store and no pre-training or fine-tuning starts.
+    import plmbench.lit.finetuning as finetuning
+    import plmbench.lit.pretraining as pretraining
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished unit was run again")
+
+    monkeypatch.setattr(pretraining, "run_pretraining", refuse)
+    monkeypatch.setattr(finetuning, "run_finetuning", refuse)
+    sweep.main(micro)
+    assert len(store.records()) == 4
