@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import subprocess
 import traceback
 from pathlib import Path
@@ -22,6 +23,11 @@ from plmbench.sweep.store import ResultsStore
 
 log = logging.getLogger(__name__)
 AXES = ("model", "embedding", "sharing", "objective", "size")
+
+
+def is_first_rank() -> bool:
+    """False in the 2nd..nth process of a multi-task SLURM/torchrun job running this cell."""
+    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) == 0
 
 
 def git_commit() -> str:
@@ -71,6 +77,8 @@ class CellRunner:
         if pretrain_unit in done and not pending:
             return  # nothing to do: no data is built, no model is created
         pretrain = self._pretrain(pretrain_unit, record=self.cfg.sweep.intrinsic and pretrain_unit not in done)
+        if not is_first_rank():
+            return  # other ranks of a multi-GPU SLURM job only help pre-train; fine-tuning runs once
         for task, seed in pending:
             self._finetune(task, seed, pretrain)
 
@@ -92,7 +100,7 @@ class CellRunner:
             metrics = {}
         counts = describe_config(self.cfg)
         result = {"failed": failed, "metrics": metrics, "counts": counts}
-        if record:
+        if record and is_first_rank():
             self._append({**self.base_record("pretrain", int(self.cfg.seed), unit, "corpus"),
                            "status": "failed" if failed else "ok", "error": failed,
                            "metrics": metrics.get("validation", {}), **self._costs(metrics, counts),
