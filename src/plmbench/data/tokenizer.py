@@ -42,7 +42,7 @@ BYTEBPE_SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>",
 ALGORITHMS = ("wordpiece", "bytebpe")
 MIN_VOCAB = {"wordpiece": 100, "bytebpe": 256 + len(BYTEBPE_SPECIALS)}  # bytebpe needs the 256 byte symbols
 BPE_WORD_MARK = "Ġ"  # what ByteLevel puts in front of a piece that follows a space
-MODEL_TYPES = ("bert", "albert", "electra", "roberta", "gpt", "gpt2")
+MODEL_TYPES = ("bert", "albert", "electra", "roberta", "gpt", "gpt2", "elmo")
 
 
 @dataclass(frozen=True)

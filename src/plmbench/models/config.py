@@ -14,7 +14,7 @@ from dataclasses import dataclass
 SHARING_MODES = ("none", "attention", "ffn", "all")
 NORM_PLACEMENTS = ("post", "pre")
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
-FAMILIES = ("albert", "bert", "roberta", "electra", "gpt2")
+FAMILIES = ("albert", "bert", "roberta", "electra", "gpt2", "elmo")
 
 
 class ConfigError(ValueError):

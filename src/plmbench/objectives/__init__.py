@@ -1,6 +1,7 @@
 """Pre-training objectives, each a module that owns its backbone and heads and returns a dict with `loss`."""
 
 from plmbench.models.config import ConfigError, ModelConfig
+from plmbench.objectives.bilm import BiLM
 from plmbench.objectives.clm import CausalLM
 from plmbench.objectives.mlm import MaskedLM
 from plmbench.objectives.rtd import ReplacedTokenDetection
@@ -11,6 +12,7 @@ OBJECTIVES = {
     "mlm_sop": MaskedLM,
     "rtd": ReplacedTokenDetection,
     "clm": CausalLM,
+    "bilm": BiLM,  # ELMo: forward and backward LSTM language models
 }
 CAUSAL_OBJECTIVES = frozenset({"clm"})
 

@@ -21,12 +21,12 @@ from urllib.parse import urlsplit
 import datasets
 
 from plmbench import paths
-from plmbench.data.tasks import glue, race, squad
+from plmbench.data.tasks import conll, glue, race, squad
 from plmbench.data.tasks.errors import DataError, HubUnavailableError, TaskConfigError
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, ModuleType] = {"glue": glue, "squad": squad, "race": race}
+FAMILIES: dict[str, ModuleType] = {"glue": glue, "squad": squad, "race": race, "conll": conll}
 OFFLINE_ALTERNATIVES = (
     "use the original files with task.source=local data_dir=<folder holding glue/, squad/, race/> "
     "or the offline stand-in task.source=proxy"

@@ -1,0 +1,241 @@
+"""Zero/one/few-shot evaluation: seeded prompts that never show the evaluated example, context fitting, option
+scores equal to a token-by-token computation, greedy answers, and the sweep unit on a pre-training run."""
+
+import datasets
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from plmbench.configuration import compose
+from plmbench.data.corpora import build_corpus
+from plmbench.data.tokenizer import get_tokenizer, save_hf_tokenizer
+from plmbench.fewshot.evaluate import evaluate_shots
+from plmbench.fewshot.prompts import (
+    STYLES,
+    PromptError,
+    draw_demonstrations,
+    encode_prompt,
+    format_for,
+    render_input,
+)
+from plmbench.fewshot.scoring import choose, continuation_logprobs, greedy_generate
+from plmbench.fewshot.units import ShotsError, run_shots_unit
+from plmbench.models.config import ModelConfig
+from plmbench.objectives.clm import CausalLM
+
+RTE = {"name": "rte", "family": "glue", "kind": "classification", "num_labels": 2,
+       "metric": {"name": "glue", "config": "rte"}, "eval_splits": ["validation"]}
+RACE = {"name": "race", "family": "race", "kind": "multiple_choice", "num_labels": 4,
+        "metric": {"name": "race", "config": None}, "eval_splits": ["validation"]}
+SQUAD = {"name": "squad_v1", "family": "squad", "kind": "span", "num_labels": 2, "max_answer_length": 4,
+         "metric": {"name": "squad", "config": None}, "eval_splits": ["validation"]}
+GPT3 = STYLES["gpt3"]
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory, shared_data):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLMBENCH_CACHE", str(tmp_path_factory.mktemp("fewshot") / "cache"))
+        corpus = build_corpus({"kind": "files", "name": "shakespeare",
+                               "paths": str(shared_data / "corpus/tinyshakespeare/input.txt")})
+        yield get_tokenizer(corpus, "bytebpe", 600)
+
+
+def tiny_gpt(vocab_size: int, max_positions: int = 256) -> CausalLM:
+    torch.manual_seed(0)
+    config = ModelConfig(family="gpt2", vocab_size=vocab_size, max_positions=max_positions, type_vocab_size=0,
+                         hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, embedding_size=32, norm="pre",
+                         causal=True, activation="gelu_new", dropout=0.0, attention_dropout=0.0,
+                         layer_norm_eps=1e-5, embedding_norm=False, init_std=0.2)  # wide init: peaked outputs
+    return CausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def lm(bpe):
+    return tiny_gpt(bpe[0].get_vocab_size())
+
+
+def pairs(n: int, offset: int = 0) -> list[dict]:
+    return [{"idx": i, "text_a": f"The king number {i + offset} rode to York.", "text_b": f"A king rode {i % 3}.",
+             "label": i % 2} for i in range(n)]
+
+
+def rte_data(train: list[dict], validation: list[dict]) -> datasets.DatasetDict:
+    return datasets.DatasetDict({"train": datasets.Dataset.from_list(train),
+                                 "validation": datasets.Dataset.from_list(validation)})
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+def prompts_for(bpe, data, k: int, seed: int, budget: int = 10_000) -> list[list[int]]:
+    fmt, key = format_for(RTE), lambda row: render_input(format_for(RTE), GPT3, row)
+    out = []
+    for i, row in enumerate(data["validation"]):
+        demos = draw_demonstrations(data["train"], k, seed, i, key(row), key)
+        out.append(encode_prompt(fmt, GPT3, row, demos, *bpe, budget).ids)
+    return out
+
+
+def test_prompts_are_deterministic_for_a_seed(bpe):
+    data = rte_data(pairs(40), pairs(6, offset=100))
+    first = prompts_for(bpe, data, k=3, seed=0)
+    assert first == prompts_for(bpe, data, k=3, seed=0)
+    assert first != prompts_for(bpe, data, k=3, seed=1)
+    text = bpe[0].decode(first[0]).lower()  # the tokenizer lowercases
+    assert text.count("answer:") == 4 and text.rstrip().endswith("answer:")  # 3 solved + the question
+
+
+def test_demonstrations_never_show_the_evaluated_example_or_its_duplicates():
+    train = pairs(12)
+    train += [dict(row, idx=100 + row["idx"]) for row in train[:4]]  # exact duplicates (another idx)
+    train = datasets.Dataset.from_list(train)
+    key = lambda row: render_input(format_for(RTE), GPT3, row)
+    for i in range(4):  # evaluate train rows that exist twice
+        row = train[i]
+        for seed in range(5):
+            demos = draw_demonstrations(train, 11, seed, i, key(row), key)
+            assert len(demos) == 11  # every other distinct row, the example and its duplicate excluded
+            assert all(key(d) != key(row) for d in demos)
+    with pytest.raises(PromptError, match="k=-1"):
+        draw_demonstrations(train, -1, 0, 0, "", key)
+
+
+def test_prompt_fits_the_context_dropping_demonstrations_before_tokens(bpe):
+    tokenizer, special = bpe
+    fmt, key = format_for(RTE), lambda row: render_input(format_for(RTE), GPT3, row)
+    rows = pairs(8)
+    row = rows[0]
+    demos = draw_demonstrations(datasets.Dataset.from_list(rows[1:]), 5, 0, 0, key(row), key)
+    length = lambda shots: len(encode_prompt(fmt, GPT3, row, demos[5 - shots:], *bpe, 10_000).ids)
+    budget = length(2) + 1  # room for the last two demonstrations only
+    prompt = encode_prompt(fmt, GPT3, row, demos, tokenizer, special, budget=budget)
+    assert len(prompt.ids) <= budget and prompt.shots == 2 and not prompt.truncated
+    assert prompt.ids == encode_prompt(fmt, GPT3, row, demos[3:], *bpe, 10_000).ids  # the last ones are kept
+    tiny = encode_prompt(fmt, GPT3, row, demos, tokenizer, special, budget=20)
+    full = encode_prompt(fmt, GPT3, row, [], tokenizer, special, budget=10_000)
+    assert tiny.shots == 0 and tiny.truncated and tiny.ids == full.ids[-20:]  # then cut from the left
+    assert tokenizer.decode(tiny.ids).endswith("answer:")
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def hand_logprob(model, context: list[int], continuation: list[int]) -> float:
+    """Sum over continuation tokens of log_softmax(logits of the unpadded prefix)[token], one token at a time."""
+    total = 0.0
+    for j, token in enumerate(continuation):
+        prefix = torch.tensor([context + continuation[:j]])
+        logits = model.lm_head(model.backbone(prefix))[0, -1]
+        total += float(F.log_softmax(logits.double(), -1)[token])
+    return total
+
+
+def test_option_scores_equal_a_token_by_token_computation(lm, bpe):
+    tokenizer, special = bpe
+    contexts = [tokenizer.encode(t, add_special_tokens=False).ids for t in
+                ("The king rode to York. Answer:", "Answer:", "Thou art a villain, and the duke knows it. Answer:")]
+    options = [tokenizer.encode(t, add_special_tokens=False).ids for t in (" yes", " no", " maybe not today")]
+    batch_contexts = [c for c in contexts for _ in options]
+    batch_options = [o for _ in contexts for o in options]
+    with torch.no_grad():
+        scores = continuation_logprobs(lm, batch_contexts, batch_options, special.pad)
+        expected = [hand_logprob(lm, c, o) for c, o in zip(batch_contexts, batch_options)]
+    assert [n for _, n in scores] == [len(o) for o in batch_options]
+    assert [s for s, _ in scores] == pytest.approx(expected, abs=1e-4)
+    assert len({round(s, 3) for s in expected}) > 1  # the model is not uniform: the check has teeth
+    assert choose([(-3.0, 1), (-4.0, 4)], "sum") == 0 and choose([(-3.0, 1), (-4.0, 4)], "mean") == 1
+
+
+def test_greedy_generation_equals_step_by_step_argmax(lm, bpe):
+    tokenizer, special = bpe
+    prompts = [tokenizer.encode(t, add_special_tokens=False).ids for t in ("Question: who rode? Answer:", "Answer:")]
+    generated = greedy_generate(lm, prompts, 5, special.pad, set(), tokenizer.decode, ())
+    for prompt, tokens in zip(prompts, generated):
+        sequence = list(prompt)
+        with torch.no_grad():
+            for _ in range(5):
+                sequence.append(int(lm.lm_head(lm.backbone(torch.tensor([sequence])))[0, -1].argmax()))
+        assert tokens == sequence[len(prompt):]
+
+
+# ------------------------------------------------------------------------------------------ evaluate_shots
+
+
+def test_classification_accuracy_equals_hand_scored_predictions(lm, bpe):
+    tokenizer, special = bpe
+    data = rte_data(pairs(30), pairs(8, offset=50))
+    result = evaluate_shots(lm, tokenizer, special, RTE, data, k=2, seed=3, style="gpt3")
+    fmt, key = format_for(RTE), lambda row: render_input(format_for(RTE), GPT3, row)
+    yes_no = [tokenizer.encode(f" {word}", add_special_tokens=False).ids for word in ("yes", "no")]
+    correct = 0
+    for i, row in enumerate(data["validation"]):
+        demos = draw_demonstrations(data["train"], 2, 3, i, key(row), key)
+        prompt = encode_prompt(fmt, GPT3, row, demos, tokenizer, special, 256 - max(map(len, yes_no))).ids
+        with torch.no_grad():
+            scores = [hand_logprob(lm, prompt, option) for option in yes_no]
+        correct += int(scores.index(max(scores)) == row["label"])
+    assert result["best"]["accuracy"] == pytest.approx(correct / 8)
+    assert result["primary"] == {"name": "accuracy", "split": "validation", "value": result["best"]["accuracy"]}
+    assert result["prompts"]["validation"]["shots_mean"] == 2 and result["k"] == 2
+
+
+def test_race_and_squad_prompts_fit_and_score(lm, bpe):
+    tokenizer, special = bpe
+    article = "The old king rode to York with his men. " * 6
+    race_rows = [{"id": f"m{i}.txt-0", "article": article, "question": f"Where did king {i} ride?",
+                  "options": ["to York", "home", "to the sea and far away", "nowhere"], "label": i % 4,
+                  "level": "middle" if i % 2 else "high"} for i in range(6)]
+    race = datasets.DatasetDict({"train": datasets.Dataset.from_list(race_rows[:4]),
+                                 "validation": datasets.Dataset.from_list(race_rows[4:])})
+    result = evaluate_shots(lm, tokenizer, special, RACE, race, k=3, seed=0)
+    assert {"accuracy", "accuracy_middle", "accuracy_high"} <= set(result["best"])
+    assert result["prompts"]["validation"]["shots_mean"] < 3  # long articles: demonstrations were dropped
+
+    squad_rows = [{"id": f"q{i}", "title": "t", "context": "The king rode to York.", "question": "Where?",
+                   "answers": {"text": ["York"], "answer_start": [17]}} for i in range(4)]
+    squad = datasets.DatasetDict({"train": datasets.Dataset.from_list(squad_rows[:2]),
+                                  "validation": datasets.Dataset.from_list(squad_rows[2:])})
+    result = evaluate_shots(lm, tokenizer, special, SQUAD, squad, k=1, seed=0, style="inline")
+    assert set(result["best"]) == {"exact_match", "f1"} and result["primary"]["name"] == "f1"
+    with pytest.raises(ValueError, match="squad_v2"):
+        evaluate_shots(lm, tokenizer, special, {**SQUAD, "metric": {"name": "squad_v2", "config": None}}, squad,
+                       k=0, seed=0)
+    with pytest.raises(PromptError, match="task.name='cola'"):
+        evaluate_shots(lm, tokenizer, special, {**RTE, "name": "cola"}, squad, k=0, seed=0)
+
+
+# ------------------------------------------------------------------------------------------ sweep unit
+
+
+def write_run(directory, bpe, causal: bool = True) -> None:
+    tokenizer, special = bpe
+    model = "gpt" if causal else "bert"
+    cfg = compose("pretrain", [f"model={model}", "size=tiny", f"model.vocab_size={tokenizer.get_vocab_size()}",
+                               "model.max_positions=256", "data.max_seq_len=64"])
+    (directory / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(cfg, directory / "config.yaml", resolve=True)
+    from plmbench.objectives import build_objective
+
+    objective = build_objective(ModelConfig.from_mapping(cfg.model), OmegaConf.to_container(cfg.objective))
+    torch.save({"state_dict": {f"model.{k}": v for k, v in objective.state_dict().items()}},
+               directory / "checkpoints" / "last.ckpt")
+    save_hf_tokenizer(tokenizer, special, directory / "tokenizer", "gpt2" if causal else "bert")
+
+
+def test_shots_unit_evaluates_a_pretraining_run_on_the_fine_tuned_rows(bpe, shared_data, tmp_path):
+    write_run(tmp_path / "cell", bpe)
+    ft = compose("finetune", ["task=glue/rte", "task.source=local", f"data_dir={shared_data}",
+                              f"init={tmp_path / 'cell'}", "max_eval_examples=5", "+sweep.shots.style=gpt3"])
+    metrics = run_shots_unit(ft, tmp_path / "cell", k=1, seed=0, out_dir=tmp_path / "unit")
+    assert metrics["eval_examples"] == {"validation": 5} and (tmp_path / "unit" / "metrics.json").is_file()
+    assert 0.0 <= metrics["best"]["accuracy"] <= 1.0 and metrics["style"] == "gpt3"
+    assert metrics["context"] == 64  # the pre-training length, not max_positions: later positions are untrained
+
+    write_run(tmp_path / "encoder", bpe, causal=False)
+    with pytest.raises(ShotsError, match="model.causal=false"):
+        run_shots_unit(ft, tmp_path / "encoder", k=0, seed=0)
+    bad = compose("finetune", ["task=glue/rte", "+sweep.shots.shots=3"])
+    with pytest.raises(ShotsError, match="sweep.shots.shots: unknown key"):
+        run_shots_unit(bad, tmp_path / "cell", k=0, seed=0)
