@@ -159,11 +159,19 @@ def _span_features(rows: dict, tokenizer: Tokenizer, special: SpecialTokens, tas
     return out
 
 
+def _tagging_features(rows: dict, tokenizer: Tokenizer, special: SpecialTokens, task: Mapping) -> dict:
+    # Imported at call time: plmbench.data.tagging_features imports this module (FeatureCollator).
+    from plmbench.data.tagging_features import tagging_features
+
+    return tagging_features(rows, tokenizer, special, task)
+
+
 BUILDERS = {
     "classification": _sentence_features,
     "regression": _sentence_features,
     "span": _span_features,
     "multiple_choice": _choice_features,
+    "tagging": _tagging_features,  # CoNLL-2003 NER: one label per word, on its first piece
 }
 
 

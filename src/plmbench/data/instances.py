@@ -428,10 +428,22 @@ def _packed_debug(doc: int, capacity: int) -> dict:
 
 
 def _mask_rows(columns: dict, masker: Masker, generator: torch.Generator) -> tuple[list, list]:
-    """Static masking: one padded batch through the Masker, then back to ragged lists."""
+    """Static masking: one padded batch through the Masker, then back to ragged lists.
+
+    Runs single-threaded: `datasets` runs map() in forked workers, and an OpenMP pool inherited across fork()
+    deadlocks on its first parallel region (seen here with datasets 5.2 even at num_proc=1)."""
     ids, starts = columns["input_ids"], columns["word_start"]
     if not ids:
         return [], []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _mask_padded(ids, starts, masker, generator)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _mask_padded(ids: list, starts: list, masker: Masker, generator: torch.Generator) -> tuple[list, list]:
     lengths = torch.tensor([len(x) for x in ids])
     inside = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
     padded = torch.full(inside.shape, masker.special_ids[0].item(), dtype=torch.long)  # any special id pads

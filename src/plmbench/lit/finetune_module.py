@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from plmbench.data.span_decoding import decode_spans, score_with_best_threshold
+from plmbench.data.tagging_decoding import score_tagging
 from plmbench.models.config import ModelConfig
 from plmbench.models.task_heads import TaskModel
 from plmbench.optim import build_optimizer, warmup_linear_decay
@@ -63,6 +64,7 @@ SCORERS: dict[str, Callable] = {
     "regression": _scores,
     "multiple_choice": _choices,
     "span": _spans,
+    "tagging": score_tagging,
 }
 
 

@@ -3,6 +3,7 @@
 - classification: BERT's pooler (tanh dense) on a summary token, dropout, Linear(H, num_labels), cross-entropy;
 - regression (STS-B): the same with one output and mean squared error;
 - span (SQuAD): Linear(H, 2) -> start and end logits per token, cross-entropy over positions;
+- tagging (CoNLL NER): models.tagging_head.TaggingHead, a linear layer per token;
 - multiple_choice (RACE): every (article, question + option) sequence is encoded on its own, the pooler +
   Linear(H, 1) scores it, and the scores of a question's options are compared by softmax / cross-entropy.
 
@@ -20,6 +21,7 @@ from plmbench.models.backbone import Backbone
 from plmbench.models.config import ModelConfig
 from plmbench.models.heads import Pooler
 from plmbench.models.layers import init_weights
+from plmbench.models.tagging_head import TaggingHead
 
 
 def first_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -101,6 +103,7 @@ HEADS = {
     "regression": RegressionHead,
     "span": SpanHead,
     "multiple_choice": MultipleChoiceHead,
+    "tagging": TaggingHead,
 }
 
 

@@ -1,6 +1,11 @@
 """One cell of a sweep: pre-train it once (resuming a partial run), then fine-tune and evaluate every task x seed,
 appending one record per unit to the results store. Units already in the store are skipped; a unit that fails
-(exception, NaN loss) is recorded as failed with its error and the others go on."""
+(exception, NaN loss) is recorded as failed with its error and the others go on.
+
+A biLM cell (objective bilm, experiment elmo_gpt_bert) trains ELMo's task model instead of fine-tuning a
+Transformer. With `sweep.shots` set (experiment gpt_shots), every task x seed also gets one k-shot unit per k of
+`sweep.shots.ks`: the pre-trained causal LM prompted with k demonstrations, no parameter updates. Records of
+such an experiment carry `shots` (k, or "finetuned") in their axes, which is what the table's rows match."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from plmbench.sweep.progress import SweepProgress
 from plmbench.sweep.store import ResultsStore
 
 log = logging.getLogger(__name__)
-AXES = ("model", "embedding", "sharing", "objective", "size")
+AXES = ("recipe", "model", "embedding", "sharing", "objective", "size")  # recipe: conf/recipe/, when chosen
 
 
 def is_first_rank() -> bool:
@@ -48,8 +53,17 @@ def finetune_units(cfg: DictConfig) -> list[tuple[str, int]]:
     return [(task, int(seed)) for task in cfg.sweep.tasks for seed in cfg.sweep.seeds]
 
 
+def shots_units(cfg: DictConfig) -> list[tuple[str, int, int]]:
+    """(task, k, seed) for every k-shot unit; none unless the experiment sets sweep.shots."""
+    if not OmegaConf.select(cfg, "sweep.shots"):
+        return []
+    from plmbench.fewshot.units import shots_settings
+
+    return [(task, int(k), seed) for task, seed in finetune_units(cfg) for k in shots_settings(cfg)["ks"]]
+
+
 def units_per_cell(cfg: DictConfig) -> int:
-    return int(bool(cfg.sweep.intrinsic)) + len(finetune_units(cfg))
+    return int(bool(cfg.sweep.intrinsic)) + len(finetune_units(cfg)) + len(shots_units(cfg))
 
 
 class CellRunner:
@@ -74,13 +88,16 @@ class CellRunner:
         pretrain_unit = unit_id(self.cell, {"name": "pretrain"}, int(self.cfg.seed), {})
         pending = [(t, s) for t, s in finetune_units(self.cfg)
                    if self._finetune_unit(t, s) not in done]
-        if pretrain_unit in done and not pending:
+        pending_shots = [(t, k, s) for t, k, s in shots_units(self.cfg) if self._shots_unit(t, k, s) not in done]
+        if pretrain_unit in done and not pending and not pending_shots:
             return  # nothing to do: no data is built, no model is created
         pretrain = self._pretrain(pretrain_unit, record=self.cfg.sweep.intrinsic and pretrain_unit not in done)
         if not is_first_rank():
             return  # other ranks of a multi-GPU SLURM job only help pre-train; fine-tuning runs once
         for task, seed in pending:
             self._finetune(task, seed, pretrain)
+        for task, k, seed in pending_shots:
+            self._shots(task, k, seed, pretrain)
 
     def _pretrain(self, unit: str, record: bool) -> dict:
         from plmbench.commands.describe import describe_config
@@ -124,24 +141,52 @@ class CellRunner:
                 "overrides": list(self.cfg.sweep.get("finetune_overrides") or [])}
         return unit_id(self.cell, {"task": task, "content": content}, seed, spec)
 
+    def _shots_unit(self, task: str, k: int, seed: int) -> str:
+        """The fine-tuning unit's id inputs plus k and the shots settings (style, caps): changing them reruns."""
+        from plmbench.fewshot.units import shots_settings
+
+        settings = {key: v for key, v in shots_settings(self.cfg).items() if key != "ks"}
+        return unit_id(self._finetune_unit(task, seed), {"shots": int(k)}, seed, settings)
+
     def _finetune(self, task: str, seed: int, pretrain: dict) -> None:
         from plmbench.lit.finetuning import run_finetuning
+        from plmbench.models.elmo_units import run_elmo_unit
 
         unit = self._finetune_unit(task, seed)
+
+        def train(ft: DictConfig, out_dir: Path, meta: dict) -> dict:
+            if self.cfg.objective.name == "bilm":  # ELMo: its task model on the biLM, not a Transformer head
+                return run_elmo_unit(ft, self.cell_dir, seed, out_dir, logger_meta=meta)
+            return run_finetuning(ft, out_dir, logger_meta=meta)
+
+        self._run_unit(task, seed, unit, pretrain, train, shots="finetuned")
+
+    def _shots(self, task: str, k: int, seed: int, pretrain: dict) -> None:
+        from plmbench.fewshot.units import run_shots_unit
+
+        def evaluate(ft: DictConfig, out_dir: Path, meta: dict) -> dict:
+            return run_shots_unit(ft, self.cell_dir, k, seed, out_dir=out_dir)
+
+        self._run_unit(task, seed, self._shots_unit(task, k, seed), pretrain, evaluate, shots=k)
+
+    def _run_unit(self, task: str, seed: int, unit: str, pretrain: dict, train, shots) -> None:
+        """Compose the unit's fine-tuning config, run `train(ft, out_dir, logger_meta)`, append its record."""
         record = self.base_record(task.replace("/", "_"), seed, unit, str(self.cfg.sweep.get("task_source")))
+        if OmegaConf.select(self.cfg, "sweep.shots"):
+            record.update(shots=shots, axes={**self.axes, "shots": str(shots)})
         ft, metrics, error = None, {}, None
-        if pretrain["failed"]:
-            error = f"pre-training failed: {pretrain['failed']}"
-        else:
-            try:
-                ft = compose("finetune", self._finetune_overrides(task, seed))
-                record.update(task=str(ft.task.name), task_source=str(ft.task.source))
+        try:  # composed even after a failed pre-training: the record then carries the task's name for the table
+            ft = compose("finetune", self._finetune_overrides(task, seed))
+            record.update(task=str(ft.task.name), task_source=str(ft.task.source))
+            if pretrain["failed"]:
+                error = f"pre-training failed: {pretrain['failed']}"
+            else:
                 meta = {"name": f"{self.results_name}-{self.cell}-{ft.task.name}-s{seed}",
                         "group": self.results_name, "tags": [f"{k}={v}" for k, v in self.axes.items()]}
-                metrics = run_finetuning(ft, paths.runs_root() / "units" / unit, logger_meta=meta)
-            except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
-                error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-                log.error("unit %s (%s seed %d) failed: %s\n%s", unit, task, seed, error, traceback.format_exc())
+                metrics = train(ft, paths.runs_root() / "units" / unit, meta)
+        except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            log.error("unit %s (%s seed %d) failed: %s\n%s", unit, task, seed, error, traceback.format_exc())
         self._append({**record, "status": "failed" if error else "ok", "error": error,
                       "metrics": metrics.get("best", {}) if not error else {},
                       **self._costs(pretrain["metrics"], pretrain["counts"]),

@@ -39,6 +39,7 @@ COLUMNS: dict[str, Column] = {
     "mnli": Column("MNLI", "mnli", ("accuracy",), 100.0),
     "sst2": Column("SST-2", "sst2", ("accuracy",), 100.0),
     "race": Column("RACE", "race", ("accuracy",), 100.0),
+    "rte": Column("RTE", "rte", ("accuracy",), 100.0),
     "avg": Column("Avg"),
 }
 AVG_PARTS = ("squad_v1_f1", "squad_v1_em", "squad_v2_f1", "squad_v2_em", "mnli", "sst2", "race")

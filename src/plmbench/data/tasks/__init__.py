@@ -101,7 +101,7 @@ def load_hub(task_cfg: Mapping, data_dir: str | Path | None = None) -> datasets.
         raise _hub_error(task_cfg, why)
     hub = task_cfg["hub"]
     try:
-        raw = datasets.load_dataset(hub["path"], hub.get("name"))
+        raw = datasets.load_dataset(hub["path"], hub.get("name"), revision=hub.get("revision"))
     except ConnectionError as e:  # datasets wraps offline-mode and network failures in ConnectionError
         raise _hub_error(task_cfg, str(e) or type(e).__name__) from None
     wanted = ["train", *_eval_splits(task_cfg)]
