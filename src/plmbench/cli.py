@@ -7,6 +7,7 @@
     plmbench table      <overrides>   render results/<experiment>/table.{md,csv,png}
     plmbench bench      <overrides>   training-step throughput against Hugging Face
     plmbench export-hf  <overrides> [ckpt=PATH] out=DIR
+    plmbench distill    +distill=<distilbert|tinybert> distill.teacher=<run dir | HF folder>
     plmbench data                     build the embedded offline corpus and proxy tasks
 
 Configuration errors are reported on one line naming the key, before any compute is spent.
@@ -26,6 +27,7 @@ COMMANDS = {
     "bench": "plmbench.commands.bench:main",
     "export-hf": "plmbench.commands.export_hf:main",
     "data": "plmbench.commands.data:main",
+    "distill": "plmbench.distill.run:main",
 }
 
 

@@ -9,6 +9,7 @@ end the paper-style table is rendered and logged to W&B. An experiment with `par
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from omegaconf import DictConfig, OmegaConf
@@ -74,6 +75,10 @@ def _check_tasks(cfg: DictConfig) -> None:
 
 def main(overrides: list[str]) -> None:
     global PROGRESS
+    runner = OmegaConf.select(compose("pretrain", overrides), "experiment.runner")
+    if runner:  # an experiment with a pipeline of its own (e.g. distillation: teacher -> students -> tasks)
+        module, function = str(runner).split(":")
+        return getattr(importlib.import_module(module), function)(overrides)
     results, part_overrides, cells, cfg = plan(overrides)
     store = ResultsStore(paths.results_root() / results / "records.jsonl")
     per_cell = units_per_cell(cfg)

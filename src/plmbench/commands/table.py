@@ -47,9 +47,26 @@ def main(overrides: list[str]) -> None:
         raise UserError(f"no results store at {store.path}: run the sweep first "
                         f"(`make sweep EXPERIMENT={experiment}`), or point results_dir= at where it wrote")
     records = store.records()
-    paths = render_tables(experiment, records, store.path.parent)
+    renderer = _custom_renderer(experiment)
+    paths = (renderer or render_tables)(experiment, records, store.path.parent)
     print(paths["md"].read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())} from {len(records)} records")
-    if options["wandb"]:
+    if options["wandb"] and renderer is None:
         run_dir = log_summary_run(experiment, table_rows(experiment, records), Path(paths["png"]), options["logger"])
         print(f"W&B summary run: {run_dir}" if run_dir else "W&B summary run not logged (see the warning above)")
+
+
+def _custom_renderer(experiment: str):
+    """An experiments/<name>.yaml with `renderer: module:function` renders itself (e.g. distillation's table)."""
+    import importlib
+
+    import yaml
+
+    from plmbench.tables.references import experiments_dir
+
+    path = experiments_dir() / f"{experiment}.yaml"
+    target = (yaml.safe_load(path.read_text()) or {}).get("renderer") if path.exists() else None
+    if not target:
+        return None
+    module, function = str(target).split(":")
+    return getattr(importlib.import_module(module), function)
