@@ -51,7 +51,7 @@ def test_bert_base_is_110m_with_pooler_free_count():
     ("model.sharing=alll", "model.sharing='alll': allowed values are none, attention, ffn, all"),
     ("model.hidden_size=100", "model.hidden_size=100 is not divisible by model.num_heads=12"),
     ("model=gpt objective=mlm_sop", "causal"),
-    ("modle.sharing=all", "modle.sharing"),
+    ("modle.sharing=all", "modle"),
 ])
 def test_bad_config_fails_fast_with_one_line_naming_the_key(override, needle):
     result = subprocess.run([sys.executable, "-m", "plmbench.cli", "describe", *override.split()],

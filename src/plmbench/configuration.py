@@ -24,7 +24,11 @@ def register_resolvers() -> None:
 def compose(config_name: str = "pretrain", overrides: list[str] | None = None, return_hydra: bool = False) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     register_resolvers()
+    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app (a sweep job): same config dir
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []),
+                             return_hydra_config=return_hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra)

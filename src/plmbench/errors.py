@@ -10,6 +10,32 @@ class UserError(ValueError):
     """Any error caused by input the user can fix (config, data files, paths)."""
 
 
+class UnsafeCheckpointError(UserError):
+    """A checkpoint that holds pickled Python objects besides tensors and plain data: refused, never executed."""
+
+
+def load_weights_only(path):
+    """torch.load(weights_only=True): tensors and plain containers only, so a checkpoint can never run code."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpointError(refusal(path, error)) from None
+
+
+def refusal(path, error: BaseException) -> str:
+    """One line naming the checkpoint and what it smuggles (torch's own message is 10 lines advising to unpickle)."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    what = f"the Python object {found.group(1)}" if found else "Python objects"
+    return (f"{path}: refused: it holds {what} besides weights, and plmbench loads checkpoints with "
+            "torch.load(weights_only=True) only, never running code from them")
+
+
 @contextlib.contextmanager
 def report_user_errors():
     """Turn configuration and data errors into one line on stderr; anything else keeps its traceback."""
@@ -21,9 +47,31 @@ def report_user_errors():
     except (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as error:
         if type(error) is ValueError and not _is_ours(error):
             raise
-        message = " ".join(str(error).split()).split(" Config search path:")[0]  # Hydra appends its search path
-        print(f"plmbench: error: {message}", file=sys.stderr)
+        print(f"plmbench: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line; a misspelled override also gets the keys that exist where it points."""
+    import re
+
+    message = " ".join(str(error).split()).split(" Config search path:")[0]  # Hydra appends its search path
+    override = re.match(r"Could not override '([^']+)'", message)
+    cause = error.__cause__
+    parent, key, full_key = (getattr(cause, name, None) for name in ("parent_node", "key", "full_key"))
+    if override and hasattr(parent, "keys") and key is not None and full_key:
+        import difflib
+
+        known = [str(k) for k in parent if str(k) != "hydra"]
+        if not known:
+            return message
+        where = str(full_key).rpartition(".")[0]
+        close = difflib.get_close_matches(str(key), known, n=1)
+        guess = f" (did you mean {where + '.' if where else ''}{close[0]}?)" if close else ""
+        scope = f"under {where}" if where else "at the top level"
+        message = (f"Could not override '{override.group(1)}': no key {full_key}{guess}; allowed keys {scope}: "
+                   f"{', '.join(known)}; to add a new key use +{override.group(1)}=...")
+    return message
 
 
 def _is_ours(error: BaseException) -> bool:

@@ -32,8 +32,11 @@ PROGRESS: SweepProgress | None = None
 def _cell_job(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from plmbench.errors import report_user_errors
+
     hydra_cfg = HydraConfig.get()
-    CellRunner(cfg, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices), PROGRESS).run()
+    with report_user_errors():  # a full disk or unwritable store stops the sweep at once, on one line
+        CellRunner(cfg, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices), PROGRESS).run()
 
 
 def plan(overrides: list[str]) -> tuple[str, list[list[str]], set[str], DictConfig]:
@@ -81,6 +84,9 @@ def main(overrides: list[str]) -> None:
         return getattr(importlib.import_module(module), function)(overrides)
     results, part_overrides, cells, cfg = plan(overrides)
     store = ResultsStore(paths.results_root() / results / "records.jsonl")
+    store.check_writable()  # before any compute
+    if store.exists():
+        store.repair()  # drop a record torn by a killed write before appending new ones
     per_cell = units_per_cell(cfg)
     done = sum(1 for r in store.records() if r.get("cell_id") in cells)
     PROGRESS = SweepProgress(len(cells) * per_cell, min(done, len(cells) * per_cell))

@@ -34,9 +34,11 @@ def run_in_worker(cfg: DictConfig, run_dir: Path) -> dict:
     """Runs the pre-training in a fresh Hydra-free process that Lightning can relaunch per rank."""
     import json
 
+    from plmbench.lit.loggers import save_config
+
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "launch_config.yaml"
-    OmegaConf.save(cfg, config_path, resolve=True)
+    save_config(cfg, config_path)  # secrets dropped: nothing in a run reads them
     subprocess.run([sys.executable, "-m", "plmbench.lit.ddp_worker", str(config_path), str(run_dir)], check=True)
     return json.loads((run_dir / "metrics.json").read_text())
 

@@ -32,10 +32,11 @@ from torch.utils.data import DataLoader
 
 from plmbench import metrics as task_metrics
 from plmbench.data.features import MODEL_COLUMNS, FeatureCollator, build_features, span_window
+
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
-from plmbench.errors import UserError
+from plmbench.errors import UserError, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
-from plmbench.lit.loggers import build_logger
+from plmbench.lit.loggers import build_logger, save_config
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
 from plmbench.models.task_heads import HEADS
@@ -208,7 +209,7 @@ def _load_nothing(init: Init, model) -> None:
 
 
 def _load_pretrain_run(init: Init, model) -> None:
-    state = torch.load(init.path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    state = load_weights_only(init.path / "checkpoints" / "last.ckpt")["state_dict"]
     backbone = {k.removeprefix("model.backbone."): v for k, v in state.items() if k.startswith("model.backbone.")}
     if not backbone:
         raise FinetuneError(f"init={init.path}: checkpoints/last.ckpt holds no model.backbone.* weights")
@@ -274,13 +275,19 @@ def _cap(rows, limit: int | None):
     return rows.shuffle(seed=CAP_SEED).select(range(limit))
 
 
-def prepare_data(cfg: DictConfig, init: Init) -> tuple:
-    """(train features, [EvalSplit], number of train rows) for the task, with the configured caps."""
+def load_checked_task(cfg: DictConfig):
+    """The task's rows, checked: run before the init is loaded, so a data error costs seconds, not a tokenizer."""
     from plmbench.data.tasks import load_task
 
+    data = load_task(cfg.task, cfg.get("data_dir"))
+    check_rows(cfg.task, data)
+    return data
+
+
+def prepare_data(cfg: DictConfig, init: Init, data=None) -> tuple:
+    """(train features, [EvalSplit], number of train rows) for the task, with the configured caps."""
     task = cfg.task
-    data = load_task(task, cfg.get("data_dir"))
-    check_rows(task, data)
+    data = load_checked_task(cfg) if data is None else data
     train_rows = _cap(data["train"], cfg.get("max_train_examples"))
     train = build_features(train_rows, init.tokenizer, init.special, task)
     splits = []
@@ -321,7 +328,7 @@ def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metri
     pl.seed_everything(seed, workers=True, verbose=False)
     epochs = int(cfg.epochs if cfg.get("epochs") is not None else task.epochs)
     batch_size, workers = int(task.batch_size), int(cfg.trainer.get("num_workers", 0))
-    collate = FeatureCollator(init.special)
+    collate = collator_for(str(task.kind))(init.special)
     train_loader = _loader(train, collate, batch_size, True, seed, workers)
     eval_loaders = [_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in splits]
     total_steps = epochs * len(train_loader)
@@ -389,9 +396,10 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    save_config(cfg, run_dir / "config.yaml")
+    data = load_checked_task(cfg)
     init = load_init(cfg)
-    train, splits, train_rows = prepare_data(cfg, init)
+    train, splits, train_rows = prepare_data(cfg, init, data)
     task, seeds, meta = cfg.task, run_seeds(cfg), logger_meta or {}
     metric = task_metrics.load(task.metric.name, task.metric.get("config"))
     runs = [train_one(cfg, init, train, splits, metric, lr, seed, run_dir, meta)
@@ -421,3 +429,11 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
     }
     write_json_atomic(run_dir / "metrics.json", _json_safe(metrics))
     return _json_safe(metrics)
+
+
+def collator_for(kind: str):
+    """Tagging pads per-piece labels too; every other kind uses the plain feature collator."""
+    if kind == "tagging":
+        from plmbench.data.tagging_features import TaggingCollator  # lazy: it imports data.features
+        return TaggingCollator
+    return FeatureCollator

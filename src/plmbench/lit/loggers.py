@@ -34,7 +34,7 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
         logger = WandbLogger(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
                              name=name, group=group, job_type=job_type, tags=tags, mode=mode,
                              save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()), config=scrub(config),
-                             settings=_settings())
+                             settings=wandb_settings())
         logger.experiment  # create the run now, inside this try
         return logger
     except Exception as error:  # noqa: BLE001 - a logging backend must never take a run down
@@ -43,7 +43,15 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
 
 
-def _settings():
+def wandb_settings():
+    """x_disable_meta: W&B's system metadata records the command line, where an override may hold a secret."""
     import wandb
 
-    return wandb.Settings(init_timeout=60, silent=True, console="off")
+    return wandb.Settings(init_timeout=60, silent=True, console="off", x_disable_meta=True)
+
+
+def save_config(cfg, path: Path) -> None:
+    """A run's resolved config.yaml, without secret-named keys (logger.api_key=...): run directories get shared."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(OmegaConf.create(scrub(OmegaConf.to_container(cfg, resolve=True))), path)

@@ -94,7 +94,7 @@ class PretrainData(pl.LightningDataModule):
         self.val = {"main": build_instances(val_docs, self.tokenizer, self.special,
                                             sentence_task=objective.sentence_task, packing=objective.packing,
                                             seed=int(cfg.seed) + 1, **common)[0]}
-        if objective.name in INTRINSIC_OBJECTIVES:
+        if objective.name in INTRINSIC_OBJECTIVES and int(cfg.model.type_vocab_size) >= 2:
             for task in ("nsp", "sop"):  # Table 5's intrinsic tasks, for every model with a sentence head
                 self.val[task] = build_instances(val_docs, self.tokenizer, self.special, sentence_task=task,
                                                  packing="segment_pair", seed=int(cfg.seed) + 2, **common)[0]
@@ -122,7 +122,7 @@ class PretrainData(pl.LightningDataModule):
         sampler = ResumableBatches(len(self.train), int(self.cfg.trainer.batch_size), int(self.cfg.seed), start, end,
                                    rank=rank, world_size=world)
         return DataLoader(IndexedDataset(self.train), batch_sampler=sampler, collate_fn=self._collate(self.cfg.seed),
-                          num_workers=int(self.cfg.trainer.num_workers))
+                          num_workers=int(self.cfg.trainer.num_workers), generator=_own_generator(self.cfg.seed))
 
     def val_dataloader(self) -> list[DataLoader]:
         batch = int(self.cfg.trainer.batch_size)
@@ -131,5 +131,12 @@ class PretrainData(pl.LightningDataModule):
             sampler = [[(k, i) for i in range(k * batch, min(len(rows), (k + 1) * batch))]
                        for k in range(max(1, (len(rows) + batch - 1) // batch))]
             loaders.append(DataLoader(IndexedDataset(rows), batch_sampler=sampler,
-                                      collate_fn=self._collate(10_000 + self.cfg.seed)))
+                                      collate_fn=self._collate(10_000 + self.cfg.seed),
+                                      generator=_own_generator(10_000 + self.cfg.seed)))
         return loaders
+
+
+def _own_generator(seed: int) -> torch.Generator:
+    """Each new loader iterator draws a base seed; from its own generator it leaves the global RNG (dropout's
+    stream, saved in checkpoints) alone, so a resumed run, whose loader starts after the restore, stays in step."""
+    return torch.Generator().manual_seed(int(seed))

@@ -7,21 +7,19 @@ directory that already holds checkpoints/last.ckpt is resumed from it: same step
 from __future__ import annotations
 
 import logging
+import pickle
 import shutil
+import warnings
 from pathlib import Path
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from plmbench.data.tokenizer import save_hf_tokenizer
-from plmbench.impl import apply_threads
+from plmbench.errors import UnsafeCheckpointError, refusal
 from plmbench.lit.ddp_worker import launched_by_cluster, run_in_worker, world_size
-from plmbench.lit.loggers import build_logger
-from plmbench.lit.pretrain_data import PretrainData
-from plmbench.lit.pretrain_module import PretrainModule
-from plmbench.lit.run_metrics import RunMetrics
+from plmbench.lit.loggers import build_logger, save_config
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.objectives import check_objective
+from plmbench.sweep.store import check_store_name
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +38,22 @@ def validate_pretrain(cfg: DictConfig) -> None:
     for key in ("max_steps", "batch_size", "accumulate_grad_batches"):
         if int(cfg.trainer[key]) <= 0:
             raise ConfigError(f"trainer.{key}={cfg.trainer[key]}: must be a positive integer")
+    if cfg.corpus.get("kind") == "files":  # globs that match nothing fail now, not after imports and caches
+        from plmbench.data.corpora.files import from_config
+
+        from_config(cfg.corpus)  # checks options and expands the globs; reading is lazy
+    for key in ("name", "results"):  # each names a directory under results/: never a path out of it
+        value = OmegaConf.select(cfg, f"experiment.{key}")
+        if value is not None:
+            check_store_name(f"experiment.{key}", str(value))
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
+    # Lightning is imported here, not at the top: a config error must not wait seconds for its import.
+    import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+    from plmbench.lit.run_metrics import CheckpointAfterValidation
 
     t = cfg.trainer
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=int(t.checkpoint_every_n_steps),
@@ -56,7 +66,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger) -> pl
         gradient_clip_val=t.gradient_clip_val, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=cfg.impl.precision,
         log_every_n_steps=int(t.log_every_n_steps), logger=logger, default_root_dir=str(run_dir),
-        callbacks=[checkpoints, *callbacks, *([bar()] if bar else [])], enable_progress_bar=bar is not None,
+        callbacks=[checkpoints, *callbacks, CheckpointAfterValidation(run_dir / "checkpoints" / "last.ckpt"),
+                   *([bar()] if bar else [])], enable_progress_bar=bar is not None,
         use_distributed_sampler=False, enable_model_summary=False)
 
 
@@ -64,6 +75,14 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     validate_pretrain(cfg)
     if world_size(cfg) > 1 and not in_worker and not launched_by_cluster():
         return run_in_worker(cfg, run_dir)  # DDP ranks re-run a Hydra-free command line, not the Hydra app
+    import pytorch_lightning as pl
+
+    from plmbench.data.tokenizer import save_hf_tokenizer
+    from plmbench.impl import apply_threads
+    from plmbench.lit.pretrain_data import PretrainData
+    from plmbench.lit.pretrain_module import PretrainModule
+    from plmbench.lit.run_metrics import RunMetrics
+
     run_dir.mkdir(parents=True, exist_ok=True)
     apply_threads(cfg.impl)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -78,7 +97,7 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
                             OmegaConf.to_container(cfg.impl, resolve=True), int(cfg.trainer.max_steps),
                             val_names=tuple(data.val))
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    save_config(cfg, run_dir / "config.yaml")
     save_hf_tokenizer(data.tokenizer, data.special, run_dir / "tokenizer", cfg.model.family)
     meta = logger_meta or {}
     logger = build_logger(resolved.get("logger", {"kind": "none"}), run_dir, meta.get("name", run_dir.name), resolved,
@@ -87,7 +106,15 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
                                                           "instances": len(data.train), "data_stats": data.stats})
     trainer = build_trainer(cfg, run_dir, [metrics], logger)
     last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    if last.exists():
+        log.info("resuming from %s", last)
+    # Our loader resumes at the checkpoint's batch by construction (lit/sampling.py): Lightning's warning that it
+    # cannot does not apply. weights_only: a checkpoint is data, never code to unpickle.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    except pickle.UnpicklingError as error:  # only a checkpoint load unpickles here
+        raise UnsafeCheckpointError(refusal(last, error)) from None
     _finish_logger(logger)
     return _read(run_dir)
 

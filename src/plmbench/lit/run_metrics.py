@@ -1,6 +1,6 @@
 """Writes metrics.json for a run: first/last training loss, validation metrics, tokens seen, wall time,
-throughput and peak memory. Its state travels in checkpoints, so a resumed run reports its true first loss and
-total wall time."""
+throughput and peak memory. Its state travels in checkpoints, so a resumed run reports its true first loss, total
+wall time, last validation and the steps it was resumed at; a checkpoint after each validation keeps that durable."""
 
 from __future__ import annotations
 
@@ -37,9 +37,14 @@ class RunMetrics(pl.Callback):
         self._start = None
         self._step_start = None
         self.validation = {}
+        self.resumed_at_steps: list[int] = []  # the step of each restart from a checkpoint, for the record
 
     def on_fit_start(self, trainer, pl_module):
         self._start = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.global_step > 0:  # restored from a checkpoint before training started
+            self.resumed_at_steps.append(int(trainer.global_step))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._step_start = time.perf_counter()
@@ -62,6 +67,7 @@ class RunMetrics(pl.Callback):
             **self.extra,
             "status": "finished",
             "step": trainer.global_step,
+            "resumed_at_steps": self.resumed_at_steps,
             "first_train_loss": self.first_loss,
             "last_train_loss": self.last_loss,
             "validation": self.validation,
@@ -75,9 +81,24 @@ class RunMetrics(pl.Callback):
     def state_dict(self):
         elapsed = (time.perf_counter() - self._start) if self._start else 0.0
         return {"first_loss": self.first_loss, "last_loss": self.last_loss, "train_seconds": self.train_seconds,
-                "wall_seconds": self.wall_seconds_before + elapsed}
+                "wall_seconds": self.wall_seconds_before + elapsed, "resumed_at_steps": list(self.resumed_at_steps),
+                "validation": dict(self.validation)}
 
     def load_state_dict(self, state):
         self.first_loss, self.last_loss = state.get("first_loss"), state.get("last_loss")
         self.train_seconds = state.get("train_seconds", 0.0)
         self.wall_seconds_before = state.get("wall_seconds", 0.0)
+        self.resumed_at_steps = list(state.get("resumed_at_steps", []))
+        self.validation = dict(state.get("validation", {}))  # the last validation before the checkpoint
+
+
+class CheckpointAfterValidation(pl.Callback):
+    """Saves last.ckpt again when a validation ends. ModelCheckpoint saves a step's checkpoint before that step's
+    validation runs, and Lightning does not run it again on resume: a run killed after it would lose its metrics."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state, as ModelCheckpoint saves it

@@ -3,6 +3,10 @@
 Batch k of a run is always the same indices, whatever happened before: epoch e = k // batches_per_epoch is a
 permutation seeded by (seed, e). A run resumed at optimizer step s starts at batch s x accumulation, so the data
 order after a crash equals the uninterrupted run's. Each batch carries its index, which seeds its dynamic mask.
+
+Lightning sees the whole run as one epoch of `end_batch` batches. A resumed run's loader yields only batches
+start..end, while Lightning's restored progress says `start` of them are done: so __len__ is the whole epoch's
+`end_batch`, not what is left, or Lightning would end the epoch early and replay batches in a second one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class ResumableBatches(Sampler):
         self.per_epoch = max(1, num_examples // batch_size)  # drop the ragged last batch: static shapes
 
     def __len__(self) -> int:
-        return max(0, self.end_batch - self.start_batch)
+        return self.end_batch  # the whole run, resumed or not (see the module docstring)
 
     def __iter__(self):
         permutation, epoch = None, None

@@ -14,7 +14,7 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-LINEAGE_VERSION = 1  # bump when training code changes what a config produces, so old cells are not reused
+LINEAGE_VERSION = 2  # bump when training code changes what a config produces, so old cells are not reused
 WEIGHT_TRAINER_KEYS = ("max_steps", "batch_size", "accumulate_grad_batches", "gradient_clip_val", "devices",
                        "num_nodes")
 

@@ -50,6 +50,16 @@ def drop_secrets(value):
     return value
 
 
+STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_store_name(key: str, name: str) -> str:
+    """An experiment's results live in results/<name>/: a plain name, never a path (`../../etc`, `/tmp/x`)."""
+    if not STORE_NAME.fullmatch(name) or ".." in name:
+        raise StoreError(f"{key}={name!r}: must be a plain name (letters, digits, '_', '-', '.'), not a path")
+    return name
+
+
 def _reason(error: OSError) -> str:
     code = errno.errorcode.get(error.errno, "?") if error.errno else "?"
     return f"{error.strerror or error} ({code})"
@@ -67,12 +77,22 @@ class ResultsStore:
     def for_experiment(cls, experiment: str, results_dir: str | Path | None = None) -> ResultsStore:
         from plmbench.paths import results_root
 
-        return cls(Path(results_dir or results_root()) / experiment / "records.jsonl")
+        return cls(Path(results_dir or results_root()) / check_store_name("experiment", experiment) / "records.jsonl")
 
     def exists(self) -> bool:
         return self.path.is_file()
 
     # ---- writing -------------------------------------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Fail now, before any compute, if records could not be appended (a sweep calls this first)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        except OSError as error:
+            raise StoreError(f"cannot write the results store {self.path}: {_reason(error)}") from None
+        with self._locked(fcntl.LOCK_EX):
+            pass
 
     def append(self, record: dict) -> None:
         """Write one record durably; secrets are dropped first. Raises StoreError, leaving earlier records intact."""

@@ -178,12 +178,14 @@ def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: di
         if mode == "online" and not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
             log.warning("logger.mode=online but no W&B credentials found: logging the summary offline")
             mode = "offline"
+        from plmbench.lit.loggers import wandb_settings  # no command line in W&B metadata: it may hold secrets
+
         where = logger_cfg.get("dir") or os.environ.get("WANDB_DIR")  # explicit: wandb caches settings per process
         extra = {"dir": str(Path(where).resolve())} if where else {}
         run = wandb.init(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
                          name=f"{experiment}-summary", group=experiment, job_type="summary", mode=mode,
                          config={"experiment": experiment, "rows": len(rows)},
-                         settings=wandb.Settings(init_timeout=60, silent=True, console="off"), **extra)
+                         settings=wandb_settings(), **extra)
         columns = row_columns(rows)
         table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows],
                             allow_mixed_types=True)  # a metric column holds numbers and 'failed'/'missing'
