@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 COMMANDS = {
     "describe": "plmbench.commands.describe:main",
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     command, overrides = argv[0], argv[1:]
+    # Keep error output to one line: Lightning 2.6 warns about a torch pytree deprecation on every run.
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     if command not in COMMANDS:
         print(f"plmbench: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
