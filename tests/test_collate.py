@@ -72,6 +72,15 @@ def test_pad_to_gives_static_shapes(setup):
         PretrainCollator(special, None, pad_to=8)([pairs[0]])
 
 
+def test_one_segment_type_gives_every_token_segment_zero(setup):
+    """RoBERTa (type_vocab_size 1) pre-trains on segment pairs too (objective mlm): its only segment is 0."""
+    _, special, _, pairs = setup
+    rows = [pairs[i] for i in range(8)]
+    assert any(1 in row["token_type_ids"] for row in rows)  # the instances do carry segment B
+    batch = PretrainCollator(special, None, segments=False)(rows)
+    assert (batch["token_type_ids"] == 0).all()
+
+
 def test_static_masks_come_from_the_instances(setup):
     tokenizer, special, corpus, _ = setup
     static, _ = build_instances(corpus, tokenizer, special, max_seq_len=64, seed=0, static_masking={"rate": 0.15})

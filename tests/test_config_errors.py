@@ -59,7 +59,7 @@ CASES = {
         ["model.sharing=all with model.num_layers=1", "use sharing=none"]),
     "negative max_steps": (
         f"pretrain {TINY} trainer.max_steps=-5",
-        ["trainer.max_steps=-5", "must be a positive integer"]),
+        ["trainer.max_steps=-5", "must be 0 (no pre-training"]),
     "corpus glob matching nothing": (
         f"pretrain {TINY} corpus=files corpus.paths={{tmp}}/nowhere/*.txt",
         ["nowhere/*.txt", "matches no file"]),

@@ -72,6 +72,30 @@ def test_metrics_json_is_plain_json(small_corpus, isolated):
     assert payload["first_train_loss"] > 0 and payload["step"] == 3
 
 
+def test_roberta_default_objective_runs_on_its_single_segment_type(small_corpus, isolated):
+    """model=roberta picks objective mlm (segment pairs); its one segment embedding takes every token."""
+    cfg = compose("pretrain", tiny_overrides(small_corpus, "roberta", "mlm", steps=3))
+    assert cfg.model.type_vocab_size == 1
+    assert run_pretraining(cfg, isolated / "run")["step"] == 3
+
+
+def test_zero_steps_is_a_control_cell_with_the_initial_weights(small_corpus, isolated):
+    """trainer.max_steps=0: no training, yet a checkpoint and validation metrics, as fine-tuning expects."""
+    import torch
+
+    from plmbench.errors import load_weights_only
+
+    cfg = compose("pretrain", tiny_overrides(small_corpus, "bert", "mlm_nsp", steps=0))
+    metrics = run_pretraining(cfg, isolated / "run")
+    assert metrics["status"] == "finished" and metrics["step"] == 0 and metrics["first_train_loss"] is None
+    assert {"mlm_acc", "nsp_acc"} <= set(metrics["validation"])
+    state = load_weights_only(isolated / "run" / "checkpoints" / "last.ckpt")["state_dict"]
+    torch.manual_seed(int(cfg.seed))  # the same seed builds the same initial weights
+    again = run_pretraining(cfg, isolated / "again")
+    other = load_weights_only(isolated / "again" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert again["step"] == 0 and all(torch.equal(state[k], other[k]) for k in state)
+
+
 def test_ddp_two_cpu_processes_outside_hydra(small_corpus, isolated):
     """Data parallelism on 2 CPU processes (gloo): the ranks are launched from a Hydra-free worker command line, so
     no rank re-enters Hydra, and the two ranks read different batches."""

@@ -32,12 +32,14 @@ class PretrainCollator:
 
     `pad_to` pads every batch to one length (static shapes for torch.compile); None pads to the longest row.
     `generator` seeds dynamic masking in a single process; leave it None under a multi-worker DataLoader,
-    which seeds torch's global generator differently in every worker.
+    which seeds torch's global generator differently in every worker. `segments=False` (a model with one segment
+    type, RoBERTa) gives every token segment 0, whatever segment pair the instance was built from.
     """
 
     def __init__(self, special: SpecialTokens, masker: Masker | None = None, pad_to: int | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, segments: bool = True):
         self.special, self.masker, self.pad_to, self.generator = special, masker, pad_to, generator
+        self.segments = segments
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -51,7 +53,7 @@ class PretrainCollator:
         input_ids = torch.from_numpy(pad_sequences(ids, self.special.pad, length))
         lengths = torch.tensor([len(x) for x in ids])
         attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
-        token_types = [row.get("token_type_ids") or [0] * len(row["input_ids"]) for row in rows]
+        token_types = [(self.segments and row.get("token_type_ids")) or [0] * len(row["input_ids"]) for row in rows]
         batch = {
             "token_type_ids": torch.from_numpy(pad_sequences(token_types, 0, length)),
             "attention_mask": attention_mask,

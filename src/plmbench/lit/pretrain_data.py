@@ -111,7 +111,8 @@ class PretrainData(pl.LightningDataModule):
 
     def _collate(self, seed: int) -> StepSeededCollate:
         pad_to = self.cfg.impl.get("pad_to")
-        return StepSeededCollate(PretrainCollator(self.special, self.masker, pad_to=pad_to), seed)
+        segments = int(self.cfg.model.type_vocab_size) >= 2  # RoBERTa's single segment type: all zeros
+        return StepSeededCollate(PretrainCollator(self.special, self.masker, pad_to=pad_to, segments=segments), seed)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

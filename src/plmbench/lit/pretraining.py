@@ -35,9 +35,12 @@ def validate_pretrain(cfg: DictConfig) -> None:
     if int(cfg.data.max_seq_len) > model.max_positions:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_positions="
                           f"{model.max_positions}")
-    for key in ("max_steps", "batch_size", "accumulate_grad_batches"):
+    for key in ("batch_size", "accumulate_grad_batches"):
         if int(cfg.trainer[key]) <= 0:
             raise ConfigError(f"trainer.{key}={cfg.trainer[key]}: must be a positive integer")
+    if int(cfg.trainer.max_steps) < 0:
+        raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps}: must be 0 (no pre-training: the initial "
+                          f"weights, a control cell) or a positive integer")
     if cfg.corpus.get("kind") == "files":  # globs that match nothing fail now, not after imports and caches
         from plmbench.data.corpora.files import from_config
 
@@ -111,10 +114,15 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     # Our loader resumes at the checkpoint's batch by construction (lit/sampling.py): Lightning's warning that it
     # cannot does not apply. weights_only: a checkpoint is data, never code to unpickle.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+    untrained = int(cfg.trainer.max_steps) == 0  # a control cell: the initial weights, validated, as a checkpoint
+    if untrained:
+        trainer.validate(module, datamodule=data, verbose=False)  # the intrinsic metrics of a random model
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     except pickle.UnpicklingError as error:  # only a checkpoint load unpickles here
         raise UnsafeCheckpointError(refusal(last, error)) from None
+    if untrained and not last.exists():
+        trainer.save_checkpoint(last, weights_only=True)  # what fine-tuning loads, as from any other cell
     _finish_logger(logger)
     return _read(run_dir)
 
