@@ -49,6 +49,8 @@ def test_objective_trains_and_loss_falls(small_corpus, isolated, model, objectiv
         assert {"mlm_acc", "nsp_acc", "sop_acc"} <= set(metrics["validation"])
     if objective == "rtd":
         assert "rtd_acc" in metrics["validation"]
+    if objective == "clm":  # counted in validation only (an argmax over full-vocabulary logits)
+        assert 0 < metrics["validation"]["lm_acc"] < 1 and metrics["validation"]["perplexity"] > 1
 
 
 def test_second_run_reuses_tokenizer_and_instances(small_corpus, isolated):
