@@ -129,7 +129,10 @@ class PretrainData(pl.LightningDataModule):
         batch = int(self.cfg.trainer.batch_size)
         loaders = []
         for name, rows in self.val.items():
-            sampler = [[(k, i) for i in range(k * batch, min(len(rows), (k + 1) * batch))]
+            # A fixed shuffle: trainer.limit_val_batches then reads a sample of every held-out document, not the
+            # first few (whose NSP labels, say, are 66% random-next where the whole set has 57%).
+            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(20_000 + self.cfg.seed)).tolist()
+            sampler = [[(k, i) for i in order[k * batch:(k + 1) * batch]]
                        for k in range(max(1, (len(rows) + batch - 1) // batch))]
             loaders.append(DataLoader(IndexedDataset(rows), batch_sampler=sampler,
                                       collate_fn=self._collate(10_000 + self.cfg.seed),
