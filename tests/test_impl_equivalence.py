@@ -29,12 +29,13 @@ TINY = ["size=tiny", "model.vocab_size=1000", "model.max_positions=64", *NO_DROP
 MODELS = ["albert", "bert", "electra", "gpt"]
 
 
-def setup(model: str, masked_only: bool = True, seed: int = 0):
+def setup(model: str, masked_only: bool = True, seed: int = 0, fused_cross_entropy: bool = False):
     cfg = compose("pretrain", [f"model={model}", *TINY])
     config = ModelConfig.from_mapping(cfg.model)
     objective = OmegaConf.to_container(cfg.objective, resolve=True)
     torch.manual_seed(seed)
-    return build_objective(config, objective, masked_only=masked_only), config, objective
+    model = build_objective(config, objective, masked_only=masked_only, fused_cross_entropy=fused_cross_entropy)
+    return model, config, objective
 
 
 def padded(batch: dict, lengths: list[int]) -> dict:
@@ -178,6 +179,15 @@ def test_thread_count_does_not_change_the_loss():
     finally:
         torch.set_num_threads(before)
     assert_same(one, two)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fused_cross_entropy_in_each_objective_matches_torch(model):
+    fused, config, objective = setup(model, fused_cross_entropy=True)
+    plain, _, _ = setup(model, fused_cross_entropy=False)
+    plain.load_state_dict(fused.state_dict())
+    batch = padded(make_batch(config, objective, 3, 24, seed=2), [24, 20, 11])
+    assert_same(loss_and_grads(fused, batch), loss_and_grads(plain, batch))
 
 
 def test_fused_cross_entropy_matches_torch():

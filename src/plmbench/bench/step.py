@@ -118,7 +118,8 @@ def build_models(case: Case, seed: int = 0, which: tuple[str, ...] = ("ours", "h
     config = ModelConfig.from_mapping(cfg.model)
     objective = OmegaConf.to_container(cfg.objective, resolve=True)
     torch.manual_seed(seed)
-    ours = build_objective(config, objective, masked_only=bool(impl.get("mlm_masked_only", True)))
+    ours = build_objective(config, objective, masked_only=bool(impl.get("mlm_masked_only", True)),
+                           fused_cross_entropy=bool(impl.get("fused_cross_entropy", False)))
     models = {"ours": ours}
     if "hf" in which:
         models["hf"] = build_hf_pretraining(ours)

@@ -25,7 +25,8 @@ class PretrainModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model_config = ModelConfig.from_mapping(model)
-        self.model = build_objective(self.model_config, objective, masked_only=impl.get("mlm_masked_only", True))
+        self.model = build_objective(self.model_config, objective, masked_only=impl.get("mlm_masked_only", True),
+                                     fused_cross_entropy=bool(impl.get("fused_cross_entropy", False)))
         self.forward_fn = torch.compile(self.model, dynamic=False) if impl.get("compile") else self.model
         self.optim, self.impl, self.total_steps = optim, impl, total_steps
         self.val_names = tuple(val_names)

@@ -39,13 +39,14 @@ class MLMHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(self.norm(self.act(self.dense(hidden))), self.word_embeddings.weight, self.bias)
 
-    def loss(self, hidden: torch.Tensor, labels: torch.Tensor, masked_only: bool = True):
+    def loss(self, hidden: torch.Tensor, labels: torch.Tensor, masked_only: bool = True,
+             cross_entropy=F.cross_entropy):
         """Cross-entropy over predicted positions; returns (loss, logits, labels) for the positions scored."""
         if masked_only:
             selected = labels != IGNORE
             hidden, labels = hidden[selected], labels[selected]
         logits = self(hidden)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
+        loss = cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
         return loss, logits, labels
 
 

@@ -9,9 +9,10 @@ from plmbench.models.heads import IGNORE, CausalLMHead
 
 
 class CausalLM(nn.Module):
-    def __init__(self, config: ModelConfig, **_):
+    def __init__(self, config: ModelConfig, cross_entropy=F.cross_entropy, **_):
         super().__init__()
         self.config = config
+        self.cross_entropy = cross_entropy  # F.cross_entropy or impl.cross_entropy (same value, leaner backward)
         self.backbone = Backbone(config)
         self.lm_head = CausalLMHead(self.backbone.embeddings.word)
 
@@ -22,7 +23,8 @@ class CausalLM(nn.Module):
         hidden = self.backbone(batch["input_ids"], batch.get("attention_mask"))
         logits = self.lm_head(hidden[:, :-1])
         targets = batch.get("labels", batch["input_ids"])[:, 1:]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
+        loss = self.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                  ignore_index=IGNORE)
         out = {"loss": loss, "lm_loss": loss}
         if not self.training:  # accuracy is a validation metric: in training, an argmax over every position's
             valid = targets != IGNORE  # full-vocabulary logits would cost ~5% of a CPU step

@@ -16,7 +16,8 @@ from plmbench.models.layers import init_weights
 
 
 class MaskedLM(nn.Module):
-    def __init__(self, config: ModelConfig, sentence_task: str = "none", masked_only: bool = True):
+    def __init__(self, config: ModelConfig, sentence_task: str = "none", masked_only: bool = True,
+                 cross_entropy=F.cross_entropy):
         super().__init__()
         self.config = config
         self.backbone = Backbone(config)
@@ -26,13 +27,14 @@ class MaskedLM(nn.Module):
         init_weights(self.sentence_head, config)
         self.sentence_weight = 0.0 if sentence_task == "none" else 1.0
         self.masked_only = masked_only
+        self.cross_entropy = cross_entropy  # of the MLM loss: F.cross_entropy or impl.cross_entropy
 
     def trained_head_modules(self) -> list[nn.Module]:
         return [self.mlm_head] + ([self.sentence_head] if self.sentence_weight else [])
 
     def forward(self, batch: dict) -> dict:
         hidden = self.backbone(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
-        mlm_loss, logits, labels = self.mlm_head.loss(hidden, batch["labels"], self.masked_only)
+        mlm_loss, logits, labels = self.mlm_head.loss(hidden, batch["labels"], self.masked_only, self.cross_entropy)
         out = {"mlm_loss": mlm_loss, "loss": mlm_loss, **mlm_counts(logits, labels)}
         sentence_label = batch.get("sentence_label")
         if sentence_label is not None and bool((sentence_label >= 0).any()):

@@ -24,7 +24,7 @@ def generator_config(config: ModelConfig, size: float) -> ModelConfig:
 
 class ReplacedTokenDetection(nn.Module):
     def __init__(self, config: ModelConfig, generator_size: float = 0.25, discriminator_weight: float = 50.0,
-                 masked_only: bool = True, **_):
+                 masked_only: bool = True, cross_entropy=F.cross_entropy, **_):
         super().__init__()
         self.config = config
         self.backbone = Backbone(config)  # the discriminator: what gets fine-tuned and exported
@@ -37,6 +37,7 @@ class ReplacedTokenDetection(nn.Module):
         init_weights(self.generator_head.dense, config), init_weights(self.generator_head.norm, config)
         self.discriminator_weight = discriminator_weight
         self.masked_only = masked_only
+        self.cross_entropy = cross_entropy  # of the generator's MLM loss
 
     def trained_head_modules(self) -> list[nn.Module]:
         return [self.discriminator_head, self.generator, self.generator_head]
@@ -46,7 +47,7 @@ class ReplacedTokenDetection(nn.Module):
         mask, types = batch.get("attention_mask"), batch.get("token_type_ids")
         gen_hidden = self.generator(input_ids, mask, types)
         selected = labels != IGNORE
-        mlm_loss, logits, picked = self.generator_head.loss(gen_hidden, labels, masked_only=True)
+        mlm_loss, logits, picked = self.generator_head.loss(gen_hidden, labels, True, self.cross_entropy)
         with torch.no_grad():
             sampled = torch.multinomial(F.softmax(logits.float(), -1), 1).squeeze(-1)
         corrupted = input_ids.masked_scatter(selected, sampled)
