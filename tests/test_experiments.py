@@ -127,7 +127,7 @@ def test_gpt_shots_micro_sweep_records_every_k_and_the_fine_tuned_run(micro_gpt,
     assert "missing" in rows["few-shot (k=8)"]  # k=8 was not run here: shown as missing, never blank
 
     import plmbench.fewshot.units as units_module
-    import plmbench.lit.pretraining as pretraining
+    from plmbench.lit import pretraining
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished unit was run again")

@@ -62,8 +62,7 @@ def test_micro_sweep_end_to_end_then_skips_everything(micro, tmp_path, monkeypat
     assert tables and len(json.loads(tables[-1].read_text())["data"]) == 2
 
     # A second sweep trains nothing: every unit is in the store and no pre-training or fine-tuning starts.
-    import plmbench.lit.finetuning as finetuning
-    import plmbench.lit.pretraining as pretraining
+    from plmbench.lit import finetuning, pretraining
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished unit was run again")

@@ -11,7 +11,7 @@ class Lamb(torch.optim.Optimizer):
     """LAMB (You et al. 2020): Adam's update rescaled per tensor by ||w|| / ||update|| (the trust ratio)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader
 
 from plmbench import metrics as task_metrics
 from plmbench.data.features import MODEL_COLUMNS, FeatureCollator, build_features, span_window
-
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite

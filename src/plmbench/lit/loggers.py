@@ -35,7 +35,7 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
                              name=name, group=group, job_type=job_type, tags=tags, mode=mode,
                              save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()), config=scrub(config),
                              settings=wandb_settings())
-        logger.experiment  # create the run now, inside this try
+        _ = logger.experiment  # create the run now, inside this try
         return logger
     except Exception as error:  # noqa: BLE001 - a logging backend must never take a run down
         log.warning("W&B logger unavailable (%s: %s); falling back to CSV", type(error).__name__, error)

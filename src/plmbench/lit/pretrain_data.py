@@ -83,8 +83,8 @@ class PretrainData(pl.LightningDataModule):
         self.vocab_size = self.tokenizer.get_vocab_size()
         fraction = float(data.get("val_fraction", 0.02))
         train_docs, val_docs = DocumentSplit(corpus, False, fraction), DocumentSplit(corpus, True, fraction)
-        common = dict(max_seq_len=int(data.max_seq_len), short_seq_prob=float(data.short_seq_prob),
-                      num_proc=int(data.get("num_proc", 1)))
+        common = {"max_seq_len": int(data.max_seq_len), "short_seq_prob": float(data.short_seq_prob),
+                  "num_proc": int(data.get("num_proc", 1))}
         masking = data.masking
         static = bool(masking.get("static")) and objective.mlm
         self.train, self.stats = build_instances(
@@ -128,7 +128,7 @@ class PretrainData(pl.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         batch = int(self.cfg.trainer.batch_size)
         loaders = []
-        for name, rows in self.val.items():
+        for rows in self.val.values():
             # A fixed shuffle: trainer.limit_val_batches then reads a sample of every held-out document, not the
             # first few (whose NSP labels, say, are 66% random-next where the whole set has 57%).
             order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(20_000 + self.cfg.seed)).tolist()
