@@ -22,6 +22,7 @@ from plmbench.data.collate import PretrainCollator
 from plmbench.models.config import ModelConfig
 from plmbench.models.layers import SelfAttention
 from plmbench.objectives import build_objective
+from plmbench.objectives.rtd import sample_tokens
 from plmbench.optim import build_optimizer
 
 NO_DROPOUT = ["model.dropout=0", "model.attention_dropout=0"]
@@ -260,6 +261,8 @@ def test_bench_models_compute_the_same_loss(model):
     (ELECTRA included: same generator samples under one seed), so the timing compares like with like."""
     case = Case(model, "tiny", 32, 1000, 4, extra=tuple(NO_DROPOUT))
     models, batch, _ = build_models(case)
+    if model == "electra":  # the same draws: our inverse-CDF sampler (test_pretrain checks its distribution)
+        models["hf"].sample = lambda probs: sample_tokens(probs.log())
     losses = {}
     for name, m in models.items():
         m.eval()

@@ -60,6 +60,10 @@ class HFReplacedTokenDetection(nn.Module):
         generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
         self.generator, self.discriminator = generator, discriminator
         self.discriminator_weight = discriminator_weight
+        # torch.multinomial, as a PyTorch port of the reference code would draw (the TF original adds Gumbel noise,
+        # two logarithms per vocabulary entry: dearer still). Ours draws by inverse CDF (objectives/rtd.py); the
+        # loss-equality test gives this twin that sampler, so both see the same replacements.
+        self.sample = lambda probs: torch.multinomial(probs, 1).squeeze(-1)
 
     def forward(self, batch: dict) -> dict:
         input_ids, labels, mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
@@ -68,7 +72,7 @@ class HFReplacedTokenDetection(nn.Module):
         selected = labels != IGNORE
         with torch.no_grad():
             probs = F.softmax(generated.logits[selected].float(), -1)
-            sampled = torch.multinomial(probs, 1).squeeze(-1)
+            sampled = self.sample(probs)
         corrupted = input_ids.masked_scatter(selected, sampled)
         original = torch.where(selected, labels, input_ids)
         replaced = (corrupted != original).long()
