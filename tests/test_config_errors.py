@@ -111,3 +111,18 @@ def test_squad_and_race_files_in_another_encoding_name_the_file(tmp_path):
     race_file.write_bytes(json.dumps(article).encode().replace(b"cat sat", "cät sat".encode("latin-1")))
     with pytest.raises(DataError, match=re.escape(f"{race_file}: not UTF-8 text")):
         race.read_local(tmp_path / "RACE" / "dev", {"levels": ["middle"]}, "skip")
+
+
+def test_sweep_checks_its_published_table_before_compute(tmp_path, monkeypatch):
+    """experiments/<name>.yaml is read at the end to render the table: a mistake there fails the sweep at once."""
+    published = tmp_path / "experiments"
+    published.mkdir()
+    source = Path(__file__).resolve().parents[1] / "experiments" / "micro.yaml"
+    (published / "micro.yaml").write_text(source.read_text().replace("columns: [params, sst2]",
+                                                                     "columns: [params, sst2, avg]"))
+    monkeypatch.setenv("PLMBENCH_EXPERIMENTS", str(published))
+    result, seconds = plmbench(["sweep", "experiment=micro", "scale=smoke"], cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert f"{published / 'micro.yaml'}: column avg needs all of" in lines[0]
+    assert seconds < 10 and not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()

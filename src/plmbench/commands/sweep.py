@@ -47,6 +47,7 @@ def plan(overrides: list[str]) -> tuple[str, list[list[str]], set[str], DictConf
         raise ConfigError(f"experiment is not set: pass experiment=<name> (one of "
                           f"{', '.join(sorted(p.stem for p in (CONF_DIR / 'experiment').glob('*.yaml')))})")
     results = str(cfg.experiment.get("results", name))
+    _check_published_table(results)
     parts = list(cfg.experiment.get("parts") or [name])
     part_overrides, cells = [], set()
     for part in parts:
@@ -66,6 +67,19 @@ def _replace_experiment(overrides: list[str], extra: list[str]) -> list[str]:
     if not extra:
         return list(overrides)
     return [o for o in overrides if not o.startswith("experiment=")] + extra
+
+
+def _check_published_table(results: str) -> None:
+    """experiments/<results>.yaml is read to render the table at the end: a mistake in it fails now, not after
+    the grid has trained."""
+    from plmbench.commands.table import _custom_renderer
+    from plmbench.tables.references import load_experiment
+
+    try:
+        if _custom_renderer(results) is None:
+            load_experiment(results)
+    except ValueError as error:
+        raise ConfigError(" ".join(str(error).split())) from None
 
 
 def _check_tasks(cfg: DictConfig) -> None:
