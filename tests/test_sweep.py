@@ -29,6 +29,8 @@ def test_cell_id_hashes_what_determines_weights_only(change, same):
 def test_plan_counts_shared_cells_once():
     _, parts, cells, _ = sweep.plan(["experiment=albert", "scale=smoke"])
     assert len(parts) == 2 and len(cells) == 10  # 8 (Table 4) + 3 (Table 5) - 1 shared
+    # the progress line's total: each cell's own unit ids (1 intrinsic + 5 tasks x 1 seed), none shared
+    assert all(len(units) == 6 for units in cells.values()) and len(set().union(*cells.values())) == 60
 
 
 @pytest.fixture

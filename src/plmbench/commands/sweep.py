@@ -39,8 +39,9 @@ def _cell_job(cfg: DictConfig) -> None:
         CellRunner(cfg, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices), PROGRESS).run()
 
 
-def plan(overrides: list[str]) -> tuple[str, list[list[str]], set[str], DictConfig]:
-    """(results name, overrides per part, cell ids, a composed config), checking every cell before compute."""
+def plan(overrides: list[str]) -> tuple[str, list[list[str]], dict[str, set[str]], DictConfig]:
+    """(results name, overrides per part, {cell id: its unit ids}, a composed config), checking every cell before
+    compute."""
     cfg = compose("pretrain", overrides, return_hydra=True)
     name = OmegaConf.select(cfg, "experiment.name")
     if not name:
@@ -49,7 +50,7 @@ def plan(overrides: list[str]) -> tuple[str, list[list[str]], set[str], DictConf
     results = str(cfg.experiment.get("results", name))
     _check_published_table(results)
     parts = list(cfg.experiment.get("parts") or [name])
-    part_overrides, cells = [], set()
+    part_overrides, cells = [], {}
     for part in parts:
         extra = [] if part == name else [f"experiment={part}", f"experiment.results={results}"]
         part_cfg = compose("pretrain", _replace_experiment(overrides, extra), return_hydra=True)
@@ -58,7 +59,7 @@ def plan(overrides: list[str]) -> tuple[str, list[list[str]], set[str], DictConf
             cell_cfg = compose("pretrain", _replace_experiment(overrides, extra) + cell)
             validate_pretrain(cell_cfg)
             _check_tasks(cell_cfg)
-            cells.add(cell_id(cell_cfg))
+            cells[cell_id(cell_cfg)] = CellRunner(cell_cfg, [], {}).expected_units()
         part_overrides.append(_replace_experiment(overrides, extra))
     return results, part_overrides, cells, cfg
 
@@ -102,8 +103,9 @@ def main(overrides: list[str]) -> None:
     if store.exists():
         store.repair()  # drop a record torn by a killed write before appending new ones
     per_cell = units_per_cell(cfg)
-    done = sum(1 for r in store.records() if r.get("cell_id") in cells)
-    PROGRESS = SweepProgress(len(cells) * per_cell, min(done, len(cells) * per_cell))
+    expected = set().union(*cells.values())  # records of other settings (an earlier budget) are not progress
+    done = len(expected & {r.get("unit_id") for r in store.records()})
+    PROGRESS = SweepProgress(len(expected), done)
     print(f"[sweep] {results}: {len(cells)} pre-training cells x {per_cell} units; {PROGRESS.line()}", flush=True)
     for part in part_overrides:
         run_app("pretrain", _cell_job, part, multirun=True)

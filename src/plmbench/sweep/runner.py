@@ -77,6 +77,14 @@ class CellRunner:
         self.progress = progress
         self.commit = git_commit()
 
+    def expected_units(self) -> set[str]:
+        """The unit ids this cell appends when it runs in full: what the sweep's progress line counts."""
+        units = {self._finetune_unit(t, s) for t, s in finetune_units(self.cfg)}
+        units |= {self._shots_unit(t, k, s) for t, k, s in shots_units(self.cfg)}
+        if self.cfg.sweep.intrinsic:
+            units.add(unit_id(self.cell, {"name": "pretrain"}, int(self.cfg.seed), {}))
+        return units
+
     def base_record(self, task: str, seed: int, unit: str, source: str) -> dict:
         return {"experiment": self.results_name, "part": str(self.cfg.experiment.name),
                 "scale": str(self.cfg.scale.name), "unit_id": unit, "cell_id": self.cell, "axes": self.axes,
