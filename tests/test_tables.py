@@ -203,6 +203,17 @@ def test_a_retried_unit_counts_once_with_its_latest_record():
     assert rows[0]["squad_v1_f1"] == pytest.approx(expected(0, "squad_v1_f1", 0)) and rows[0]["squad_v1_f1_n"] == 1
 
 
+def test_a_unit_rerun_under_new_settings_supersedes_instead_of_adding_a_seed():
+    """Same cell, task and seed under another fine-tuning budget (another unit id): the newer record replaces the
+    older one; n stays the number of seeds."""
+    records = make_records(2)
+    rerun = [{**r, "unit_id": r["unit_id"] + "-new", "metrics": {k: v + 1 for k, v in r["metrics"].items()}}
+             for r in records]
+    row = table_rows("albert", records + rerun)[0]
+    assert row["squad_v1_f1_n"] == 2
+    assert row["squad_v1_f1"] == pytest.approx(np.median([expected(0, "squad_v1_f1", s) + 1 for s in (0, 1)]))
+
+
 def test_proxy_and_real_tasks_never_mix(tmp_path):
     records = make_records(1, source="proxy") + make_records(1, source="local", shift=0.05)
     rows = table_rows("albert", records)

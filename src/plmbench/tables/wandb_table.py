@@ -41,10 +41,13 @@ def task_kind(record: dict) -> str:
 
 
 def latest_per_unit(records: list[dict]) -> list[dict]:
-    """The last record of each unit, in first-seen order."""
+    """The last record of each (cell, model, task, seed, shots, task source), in first-seen order: a rerun of a
+    unit, or of the same task and seed under new fine-tuning settings (another unit id), supersedes the earlier
+    record instead of counting as another seed. `model`: distillation's teacher and students share a cell."""
     latest: dict[object, dict] = {}
     for record in records:
-        key = record.get("unit_id") or (record.get("cell_id"), record.get("task"), record.get("seed"))
+        key = (record.get("cell_id"), record.get("model"), record.get("task"), record.get("seed"),
+               str(record.get("shots")), record.get("task_source"))
         latest.pop(key, None)
         latest[key] = record
     return list(latest.values())
