@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from plmbench.commands import export_hf
 from plmbench.configuration import compose
 from plmbench.data.tokenizer import get_tokenizer, save_hf_tokenizer
-from plmbench.models import hf_mapping
+from plmbench.models import hf_folder, hf_mapping
 from plmbench.models.config import ModelConfig
 from plmbench.objectives import build_objective
 from test_tokenizer import WikiText
@@ -152,7 +152,7 @@ def test_export_loads_with_auto_classes_and_round_trips(case, tmp_path):
         # RobertaModel adds a pooler that RobertaForMaskedLM checkpoints (HF's own too) never hold
         pooler = {"pooler.dense.weight", "pooler.dense.bias"} if case == "roberta" else set()
         assert set(base_info["missing_keys"]) == pooler, base_info
-    fresh = hf_mapping.objective_from_hf(tmp_path)  # export -> import into a newly built model
+    fresh = hf_folder.objective_from_hf(tmp_path)  # export -> import into a newly built model
     assert fresh.config == model.config
     mine, theirs = model.state_dict(), fresh.state_dict()
     left_out = set(hf_mapping.not_exported(model))
@@ -192,15 +192,15 @@ def test_identity_projection_is_checked_on_import():
 def test_backbone_import_for_fine_tuning(tmp_path):
     model = build(CASES["electra"])
     export_hf.export(model, tmp_path)
-    backbone = hf_mapping.backbone_from_hf(tmp_path).eval()
+    backbone = hf_folder.backbone_from_hf(tmp_path).eval()
     inputs = batch(model.config)
     with torch.no_grad():
         assert torch.equal(backbone(**inputs), model.backbone(**inputs))
-    hf_config, state_dict = hf_mapping.read_hf_folder(tmp_path)
-    assert hf_mapping.pooler_state(state_dict, hf_config) == {}  # ELECTRA has no pooler
+    hf_config, state_dict = hf_folder.read_hf_folder(tmp_path)
+    assert hf_folder.pooler_state(state_dict, hf_config) == {}  # ELECTRA has no pooler
     bert = build(CASES["bert"])
     hf_config, state_dict = hf_mapping.to_hf_state_dict(bert)
-    pooler = hf_mapping.pooler_state(state_dict, hf_config)
+    pooler = hf_folder.pooler_state(state_dict, hf_config)
     assert torch.equal(pooler["weight"], bert.sentence_head.pooler.dense.weight.detach())
 
 
@@ -217,7 +217,7 @@ def test_lightning_checkpoint_and_bad_path(tmp_path):
     ckpt.parent.mkdir(parents=True)
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 0}, ckpt)
     export_hf.main(CASES["bert"] + TINY + [f"ckpt={ckpt}", f"out={tmp_path / 'hf'}"])
-    _, state_dict = hf_mapping.read_hf_folder(tmp_path / "hf")
+    _, state_dict = hf_folder.read_hf_folder(tmp_path / "hf")
     assert torch.equal(state_dict["cls.predictions.bias"], model.mlm_head.bias.detach())
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         export_hf.main(CASES["bert"] + TINY + [f"ckpt={tmp_path / 'missing.ckpt'}", f"out={tmp_path / 'x'}"])
@@ -235,7 +235,7 @@ def test_cli_writes_a_folder_hugging_face_loads(tmp_path):
     loaded, info = transformers.AutoModelForPreTraining.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert loaded.config.num_hidden_groups == 4 and loaded.config.hidden_act == "gelu_new"
-    assert hf_mapping.config_from_hf(*hf_mapping.read_hf_folder(out)).sharing == "ffn"
+    assert hf_mapping.config_from_hf(*hf_folder.read_hf_folder(out)).sharing == "ffn"
 
 
 def test_tokenizer_travels_with_the_export(shared_data, tmp_path, monkeypatch):
@@ -252,7 +252,7 @@ def test_tokenizer_travels_with_the_export(shared_data, tmp_path, monkeypatch):
     inputs = hf_tokenizer(["The European lobster, Homarus gammarus, is blue.", "It is a lobster."],
                           padding=True, return_tensors="pt")
     assert (inputs["attention_mask"] == 0).any() and (inputs["input_ids"] == special.pad).any()
-    ours = hf_mapping.objective_from_hf(tmp_path / "hf").eval()
+    ours = hf_folder.objective_from_hf(tmp_path / "hf").eval()
     with torch.no_grad():
         hidden = ours.backbone(inputs["input_ids"], inputs["attention_mask"])
         logits = hf(**inputs).logits

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from plmbench.configuration import compose
 from plmbench.models import hf_mapping
 from plmbench.models.config import ModelConfig
+from plmbench.models.hf_folder import read_hf_folder
 from plmbench.objectives import build_objective
 
 OPTIONS = ("ckpt", "out", "tokenizer")  # ours, not Hydra's
@@ -52,7 +53,7 @@ def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"ckpt={path}: no such file or directory")
     if path.is_dir():
-        hf_config, state_dict = hf_mapping.read_hf_folder(path)
+        hf_config, state_dict = read_hf_folder(path)
         hf_mapping.from_hf_state_dict(model, state_dict, hf_config)
         return
     if path.suffix == ".safetensors":

@@ -148,7 +148,7 @@ def _pretrain_run_model(folder: Path) -> tuple[MaskedLM | nn.Module, DictConfig]
 
 
 def load_teacher(path: str | Path) -> Teacher:
-    from plmbench.models import hf_mapping
+    from plmbench.models.hf_folder import objective_from_hf
 
     kind, folder = teacher_kind(path)
     try:
@@ -156,7 +156,7 @@ def load_teacher(path: str | Path) -> Teacher:
             model, run_config = _pretrain_run_model(folder)
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer" / "tokenizer.json"))
         else:
-            model, run_config = hf_mapping.objective_from_hf(folder), None
+            model, run_config = objective_from_hf(folder), None
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         special = special_tokens(tokenizer)
     except (ValueError, KeyError, FileNotFoundError) as error:

@@ -253,8 +253,9 @@ def load_init(cfg: DictConfig) -> Init:
     try:
         if kind == "hf":
             from plmbench.models import hf_mapping
+            from plmbench.models.hf_folder import read_hf_folder
 
-            checkpoint = hf_mapping.read_hf_folder(path)
+            checkpoint = read_hf_folder(path)
             config = hf_mapping.config_from_hf(*checkpoint)  # sharing is read off the weights
         special = special_tokens(tokenizer)
     except (ValueError, FileNotFoundError) as error:
