@@ -1,9 +1,10 @@
 """Lineage: what identifies a pre-training cell and a fine-tuning unit.
 
 A cell's id hashes exactly the settings that determine its weights: architecture, objective, corpus, data and
-masking, optimiser and schedule, steps, effective batch and seed. Run names, timestamps, the experiment or scale
-name, loggers and speed settings (impl) do not enter it, so Table 4's E=128 all-shared cell *is* Table 5's SOP
-row, and a rerun finds what it already trained. A unit (cell x task x seed) hashes the cell id with the task's
+masking, optimiser and schedule, steps, effective batch, seed and numeric precision (impl.precision: bf16 and
+fp32 give different weights). Run names, timestamps, the experiment or scale name, loggers and impl's pure speed
+settings (compile, threads, kernels) do not enter it, so Table 4's E=128 all-shared cell *is* Table 5's SOP row,
+and a rerun finds what it already trained. A unit (cell x task x seed) hashes the cell id with the task's
 config, the fine-tuning settings and the seed.
 """
 
@@ -38,6 +39,8 @@ def cell_spec(cfg: DictConfig) -> dict:
         "optim": _plain(cfg.optim),
         "trainer": {k: trainer.get(k) for k in WEIGHT_TRAINER_KEYS},
         "seed": int(cfg.seed),
+        # bf16-mixed and 32-true train different weights: a GPU bf16 cell is not a CPU fp32 cell
+        "precision": str(OmegaConf.select(cfg, "impl.precision", default="32-true")),
     }
 
 
