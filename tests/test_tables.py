@@ -124,7 +124,7 @@ def test_a_transcription_error_names_the_file_and_row(tmp_path):
 
 @pytest.mark.parametrize("seeds", [1, 3])
 def test_rows_hold_median_mean_std_paper_and_delta(seeds):
-    rows = table_rows("albert", make_records(seeds))
+    rows = table_rows("albert", make_records(seeds, source="local"))
     assert [r["section"] for r in rows] == ["albert_table4"] * 8 + ["albert_table5"] * 3
     paper = {(r["section"], r["row"]): r for r in rows}
     for row in rows:
@@ -170,7 +170,7 @@ def test_kendall_tau_equals_scipy_on_the_same_vectors():
 
 
 def test_failed_and_missing_are_marked_never_zero(tmp_path):
-    records = make_records(3)
+    records = make_records(3, source="local")
     target = CELLS.index({"model": "albert", "embedding": "e768", "sharing": "ffn", "objective": "mlm_sop"})
     records = [r for r in records if not (r["cell_id"] == f"cell{target}" and r["task"] == "mnli")]  # never ran
     for r in records:
@@ -230,6 +230,29 @@ def test_proxy_and_real_tasks_never_mix(tmp_path):
     assert "E=768 vs E=128 means E = H vs E = H/6 (H = 64)" in titles[0]
 
 
+def test_proxy_cells_show_the_paper_as_a_reference_without_delta(tmp_path):
+    """A WordNet stand-in is not SQuAD: on proxy tasks the paper's value is shown for reference, with no delta;
+    real tasks and the pre-training columns keep `ours / paper (delta)`."""
+    records = make_records(1, source="proxy") + make_records(1, source="local", shift=0.05)
+    rows = table_rows("albert", records)
+    real, proxy = rows[0], rows[11]
+    assert proxy["tasks"] == "proxy" and proxy["squad_v1_f1_paper"] == 88.6
+    assert proxy["squad_v1_f1_delta"] is None and proxy["avg_delta"] is None
+    assert real["squad_v1_f1_delta"] == pytest.approx(real["squad_v1_f1"] - 88.6)
+    sop_row = next(r for r in rows if r["tasks"] == "proxy" and r["row"] == "SOP")
+    assert sop_row["sop_delta"] == pytest.approx(sop_row["sop"] - 86.5)  # pre-training accuracy: a real comparison
+
+    md = render_tables("albert", records, tmp_path)["md"].read_text()
+    lines = [x for x in md.splitlines() if x.startswith("| E=768 all-shared")]
+    real_cells, proxy_cells = ([c.strip() for c in x.strip("|").split("|")] for x in lines)
+    ours = expected(0, "squad_v1_f1", 0)
+    assert proxy_cells[2] == f"{ours:.1f} (n=1) (paper 88.6)"
+    assert real_cells[2] == f"{real['squad_v1_f1']:.1f} (n=1) / 88.6 ({real['squad_v1_f1'] - 88.6:+.1f})"
+    assert "/" not in proxy_cells[-1] and proxy_cells[-1].endswith("(paper 79.8)")  # Avg
+    assert proxy_cells[1].startswith("1.0 / 31")  # params: still compared
+    assert md.count("Proxy tasks: a task or Avg cell reads") == 2  # the two proxy sections' legends
+
+
 def test_paper_scale_titles_have_no_mapping_and_empty_results_show_missing(tmp_path):
     md = render_tables("albert", make_records(1, scale="paper", source="hub"), tmp_path)["md"].read_text()
     titles = [line for line in md.splitlines() if line.startswith("## ")]
@@ -240,7 +263,7 @@ def test_paper_scale_titles_have_no_mapping_and_empty_results_show_missing(tmp_p
 
 
 def test_outputs_are_the_same_rows(tmp_path):
-    records = make_records(3)
+    records = make_records(3, source="local")
     paths = render_tables("albert", records, tmp_path)
     with open(paths["csv"]) as handle:
         saved = list(csv.DictReader(handle))

@@ -2,7 +2,9 @@
 
 One section per (scale, task kind) and published table, rows in the paper's order, columns as in the paper. Every
 Markdown cell reads `ours / paper (Δ)`, ours being the median over seeds with mean ± sample std and n beside it; the
-legend under each table says so. Failed and missing results are written as such, never as 0 or blank.
+legend under each table says so. On proxy tasks a task cell reads `ours (paper X)` instead: the published value is a
+reference, not something a WordNet stand-in can be compared with. Failed and missing results are written as such,
+never as 0 or blank.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from plmbench.tables.references import COLUMNS, ReferenceTable, load_experiment
-from plmbench.tables.wandb_table import FAILED, MISSING, row_columns, table_rows
+from plmbench.tables.wandb_table import FAILED, MISSING, compares_with_paper, row_columns, table_rows
 
 PROXY_NOTE = "on WordNet proxy tasks (stand-ins, not the real benchmarks)"
 LEGEND = ("Each cell: ours / paper (Δ = ours − paper). Ours = median over fine-tuning seeds, with mean ± sample std "
@@ -22,6 +24,8 @@ LEGEND = ("Each cell: ours / paper (Δ = ours − paper). Ours = median over fin
           "(F1+EM)/2, MNLI, SST-2 and RACE, over our medians. MLM/NSP/SOP: pre-training accuracy in percent. "
           "`missing`: not run yet; `failed`: every seed failed (reason in the numbered note); "
           "Avg is failed/missing when one of its parts is.")
+PROXY_LEGEND = ("Proxy tasks: a task or Avg cell reads `ours (paper X)`, X being the published value on the real "
+                "benchmark, shown for reference only; there is no Δ, since a proxy task is not the benchmark.")
 
 
 def render_tables(experiment: str, records: list[dict], out_dir: Path) -> dict[str, Path]:
@@ -84,24 +88,26 @@ def markdown(experiment: str, sections) -> str:
         for row in rows:
             cells = [row["row"]] + [cell_text(row, c, notes) for c in table.columns]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", LEGEND, "", rank_line(rows, table), ""]
+        proxy = any(row["tasks"] == "proxy" for row in rows)
+        lines += ["", LEGEND + (" " + PROXY_LEGEND if proxy else ""), "", rank_line(rows, table), ""]
         if notes:
             lines += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
 
 
 def cell_text(row: dict, column: str, notes: list[str]) -> str:
-    """`ours / paper (Δ)`; appends a numbered note to `notes` for each failure it mentions."""
+    """`ours / paper (Δ)`, or `ours (paper X)` where the two measure different things (proxy tasks); appends a
+    numbered note to `notes` for each failure it mentions."""
     value, paper = row[column], row[column + "_paper"]
     paper_text = "n/a" if paper is None else f"{paper:g}" if column == "params" else f"{paper:.1f}"
+    compared = compares_with_paper(row["tasks"], column)
     marker = ""
     if column != "avg" and row.get(column + "_error"):  # Avg's parts carry their own notes
         notes.append(f"[{len(notes) + 1}] {row['row']}, {COLUMNS[column].header}: {row[column + '_error']}")
         marker = f" [{len(notes)}]"
-    if value == MISSING:
-        return f"missing / {paper_text}"
-    if value == FAILED:
-        return f"failed{marker} / {paper_text}"
+    if value in (MISSING, FAILED):
+        ours = "missing" if value == MISSING else f"failed{marker}"
+        return f"{ours} / {paper_text}" if compared else f"{ours} (paper {paper_text})"
     ours = _params_text(value) if column == "params" else f"{value:.1f}"
     if column not in ("params", "avg"):
         n = row[column + "_n"]
@@ -111,6 +117,8 @@ def cell_text(row: dict, column: str, notes: list[str]) -> str:
         ours += f" ({spread})"
     if paper is None:
         return ours
+    if not compared:
+        return f"{ours} (paper {paper_text})"
     return f"{ours} / {paper_text} ({row[column + '_delta']:+.1f})"
 
 
@@ -181,7 +189,8 @@ def _write_png(sections, path: Path) -> None:
                         colWidths=[2 / width] + [1 / width] * len(table.columns))
         grid.auto_set_font_size(False)
         grid.set_fontsize(7)
-    fig.text(0.01, 0.002, "Cells: ours (median over seeds) / paper; green: ours ≥ paper, red: below.", fontsize=7)
+    fig.text(0.01, 0.002, "Cells: ours (median over seeds) / paper; green: ours ≥ paper, red: below. Proxy tasks: "
+             "ours (paper = the real benchmark's value, for reference), not shaded.", fontsize=7)
     total = sum(heights) + 0.3  # inches; leave ~0.45 in above each table for its title, 0.3 in for the footer
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.45 / total, bottom=0.3 / total, hspace=0.6)
     fig.savefig(path, dpi=120)  # no tight_layout: it draws the tables a second time
@@ -193,11 +202,13 @@ def _png_cell(row: dict, column: str) -> str:
     ours = value if isinstance(value, str) else (_params_text(value) if column == "params" else f"{value:.1f}")
     if paper is None:
         return ours
+    if not compares_with_paper(row["tasks"], column):
+        return f"{ours} (paper {paper:.1f})"
     return f"{ours} / {paper:g}" if column == "params" else f"{ours} / {paper:.1f}"
 
 
 def _shade(row: dict, column: str) -> str:
     delta = row[column + "_delta"]
     if delta is None:
-        return "#e6e6e6"
+        return "white" if isinstance(row[column], float) else "#e6e6e6"  # a proxy result: nothing to compare
     return "#d9f2d9" if delta >= 0 else "#f8d7d7"

@@ -11,7 +11,9 @@ Aggregation rules:
 - a record belongs to a row when its axes carry the row's values; an axis the table fixes (e.g. Table 5's E=128)
   may be absent from the record, meaning the sweep did not vary it;
 - per column: the median over seeds of the ok records, with mean, sample std and n beside it; failed seeds are
-  counted and their reasons kept; a column with no ok seed is `failed` (some seed failed) or `missing` (none ran).
+  counted and their reasons kept; a column with no ok seed is `failed` (some seed failed) or `missing` (none ran);
+- on proxy tasks the task columns (and Avg) keep the published value as a reference but get no delta: a WordNet
+  stand-in for SQuAD is not SQuAD, so `ours - paper` would measure nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ STAT_SUFFIXES = ("", "_mean", "_std", "_n", "_failed", "_error", "_paper", "_del
 
 def task_kind(record: dict) -> str:
     return "proxy" if record.get("task_source") == "proxy" else "real"
+
+
+def compares_with_paper(kind: str, column: str) -> bool:
+    """Whether `ours - paper` means something: always on real tasks; on proxy tasks only for the columns that are
+    not measured on the tasks (parameters, pre-training accuracies)."""
+    return kind != "proxy" or column == "params" or COLUMNS[column].task == "pretrain"
 
 
 def latest_per_unit(records: list[dict]) -> list[dict]:
@@ -158,6 +166,8 @@ def table_rows(experiment: str, records: list[dict], tables: list[ReferenceTable
                         cell = _average_cell(row, ref.values[column])
                     else:
                         cell = _column_cell(column, mine, ref.values[column])
+                    if not compares_with_paper(kind, column):
+                        cell = {**cell, "_delta": None}
                     row.update({column + suffix: cell[suffix] for suffix in STAT_SUFFIXES})
                 rows.append(row)
     return rows
