@@ -37,6 +37,7 @@ class RunMetrics(pl.Callback):
         self._start = None
         self._step_start = None
         self.validation = {}
+        self.curve: list[dict] = []  # every validation: step, tokens seen and its metrics (the learning curve)
         self.resumed_at_steps: list[int] = []  # the step of each restart from a checkpoint, for the record
 
     def on_fit_start(self, trainer, pl_module):
@@ -59,6 +60,8 @@ class RunMetrics(pl.Callback):
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             self.validation = pl_module.validation_metrics()
+            point = {"step": int(trainer.global_step), "tokens_seen": int(getattr(pl_module, "tokens_seen", 0))}
+            self.curve = [p for p in self.curve if p["step"] != point["step"]] + [{**point, **self.validation}]
 
     def on_fit_end(self, trainer, pl_module):
         wall = self.wall_seconds_before + (time.perf_counter() - self._start)
@@ -71,6 +74,7 @@ class RunMetrics(pl.Callback):
             "first_train_loss": self.first_loss,
             "last_train_loss": self.last_loss,
             "validation": self.validation,
+            "curve": self.curve,
             "tokens_seen": tokens,
             "wall_seconds": wall,
             "train_step_seconds": self.train_seconds,
@@ -82,7 +86,7 @@ class RunMetrics(pl.Callback):
         elapsed = (time.perf_counter() - self._start) if self._start else 0.0
         return {"first_loss": self.first_loss, "last_loss": self.last_loss, "train_seconds": self.train_seconds,
                 "wall_seconds": self.wall_seconds_before + elapsed, "resumed_at_steps": list(self.resumed_at_steps),
-                "validation": dict(self.validation)}
+                "validation": dict(self.validation), "curve": list(self.curve)}
 
     def load_state_dict(self, state):
         self.first_loss, self.last_loss = state.get("first_loss"), state.get("last_loss")
@@ -90,6 +94,7 @@ class RunMetrics(pl.Callback):
         self.wall_seconds_before = state.get("wall_seconds", 0.0)
         self.resumed_at_steps = list(state.get("resumed_at_steps", []))
         self.validation = dict(state.get("validation", {}))  # the last validation before the checkpoint
+        self.curve = list(state.get("curve", []))
 
 
 class CheckpointAfterValidation(pl.Callback):
