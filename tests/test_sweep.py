@@ -58,6 +58,14 @@ def test_micro_sweep_end_to_end_then_skips_everything(micro, tmp_path, monkeypat
     assert {r["task"] for r in records} == {"pretrain", "sst2"}
     assert len({r["cell_id"] for r in records}) == 2 and len({r["unit_id"] for r in records}) == 4
     assert all(r["seed"] == 0 and r["params"]["backbone_params"] > 0 for r in records)
+    # Each record carries its own unit's time: a fine-tuning record its fine-tuning (which contains the training
+    # loop's span), not a copy of its cell's pre-training, which it keeps apart under pretrain_costs.
+    pretrain = {r["cell_id"]: r for r in records if r["task"] == "pretrain"}
+    for record in (r for r in records if r["task"] == "sst2"):
+        cell = pretrain[record["cell_id"]]
+        assert record["pretrain_costs"]["wall_seconds"] == cell["wall_seconds"] > 0
+        assert record["wall_seconds"] >= record["finetune"]["wall_seconds"] > 0
+        assert record["wall_seconds"] != cell["wall_seconds"]
     table = (tmp_path / "results" / "micro" / "table.md").read_text()
     assert "sharing" in table or "all" in table
     tables = list((tmp_path / "wandb").glob("offline-run-*/files/media/table/*.table.json"))

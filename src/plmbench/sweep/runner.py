@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 import traceback
 from pathlib import Path
 
@@ -128,7 +129,8 @@ class CellRunner:
         if record and is_first_rank():
             self._append({**self.base_record("pretrain", int(self.cfg.seed), unit, "corpus"),
                            "status": "failed" if failed else "ok", "error": failed,
-                           "metrics": metrics.get("validation", {}), **self._costs(metrics, counts),
+                           "metrics": metrics.get("validation", {}), **self._counts(counts),
+                           **self._pretrain_costs(metrics),
                            "config": scrub(OmegaConf.to_container(self.cfg, resolve=True))})
         return result
 
@@ -183,6 +185,7 @@ class CellRunner:
         if OmegaConf.select(self.cfg, "sweep.shots"):
             record.update(shots=shots, axes={**self.axes, "shots": str(shots)})
         ft, metrics, error = None, {}, None
+        started = time.perf_counter()
         try:  # composed even after a failed pre-training: the record then carries the task's name for the table
             ft = compose("finetune", self._finetune_overrides(task, seed))
             record.update(task=str(ft.task.name), task_source=str(ft.task.source))
@@ -197,15 +200,23 @@ class CellRunner:
             log.error("unit %s (%s seed %d) failed: %s\n%s", unit, task, seed, error, traceback.format_exc())
         self._append({**record, "status": "failed" if error else "ok", "error": error,
                       "metrics": metrics.get("best", {}) if not error else {},
-                      **self._costs(pretrain["metrics"], pretrain["counts"]),
+                      **self._counts(pretrain["counts"]),
+                      # this unit's own time (composing, data, training, evaluation); its cell's pre-training
+                      # costs are kept apart, so summing wall_seconds over records counts each run once
+                      "wall_seconds": time.perf_counter() - started,
+                      "pretrain_costs": self._pretrain_costs(pretrain["metrics"]),
                       "finetune": {k: metrics.get(k) for k in ("best_epoch", "wall_seconds", "primary")},
                       "config": scrub(OmegaConf.to_container(ft, resolve=True)) if ft is not None else {}})
 
     @staticmethod
-    def _costs(metrics: dict, counts: dict) -> dict:
+    def _counts(counts: dict) -> dict:
+        """The cell's model size: every record of the cell carries it (the tables read params from any of them)."""
         return {"params": {k: v for k, v in counts.items() if k.endswith("params")},
-                "flops": {k: v for k, v in counts.items() if "flops" in k},
-                "tokens_seen": metrics.get("tokens_seen"), "wall_seconds": metrics.get("wall_seconds"),
+                "flops": {k: v for k, v in counts.items() if "flops" in k}}
+
+    @staticmethod
+    def _pretrain_costs(metrics: dict) -> dict:
+        return {"tokens_seen": metrics.get("tokens_seen"), "wall_seconds": metrics.get("wall_seconds"),
                 "tokens_per_second": metrics.get("tokens_per_second"),
                 "peak_memory_mb": metrics.get("peak_memory_mb")}
 
