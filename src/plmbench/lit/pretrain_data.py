@@ -2,7 +2,9 @@
 
 Held-out documents (a fixed share, chosen by a hash of their position) give the validation sets: the objective's
 own instances, plus NSP and SOP instances for every encoder so that ALBERT Table 5's intrinsic accuracies are
-measured the same way whatever the model was trained with.
+measured the same way whatever the model was trained with. The NSP and SOP sets hold as many label 0 as label 1
+rows (chance is 50%, as in the paper). Held-out rows are masked like training rows, static masking or not: a fixed
+mask per batch of a fixed order, so every evaluation scores the same masked positions.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from plmbench.objectives.masking import Masker
 
 log = logging.getLogger(__name__)
 INTRINSIC_OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")  # models built with a sentence head (MaskedLM)
+PROBES = ("nsp", "sop")  # ALBERT Table 5's intrinsic sentence tasks, held out for every such model
 
 
 @dataclass
@@ -95,11 +98,15 @@ class PretrainData(pl.LightningDataModule):
                                             sentence_task=objective.sentence_task, packing=objective.packing,
                                             seed=int(cfg.seed) + 1, **common)[0]}
         if objective.name in INTRINSIC_OBJECTIVES and int(cfg.model.type_vocab_size) >= 2:
-            for task in ("nsp", "sop"):  # Table 5's intrinsic tasks, for every model with a sentence head
-                self.val[task] = build_instances(val_docs, self.tokenizer, self.special, sentence_task=task,
-                                                 packing="segment_pair", seed=int(cfg.seed) + 2, **common)[0]
+            for task in PROBES:
+                probe = build_instances(val_docs, self.tokenizer, self.special, sentence_task=task,
+                                        packing="segment_pair", seed=int(cfg.seed) + 2, **common)[0]
+                self.val[task] = balanced_probe(probe, seed=30_000 + int(cfg.seed))
         self.masker = Masker(self.vocab_size, self.special, **self._masking_options()) \
             if objective.mlm and not static else None
+        # Static masks are stored for training rows only: without a Masker here the held-out rows would have every
+        # token as a label and no [MASK], and validation loss, MLM accuracy and the NSP/SOP probes a copy task.
+        self.val_masker = Masker(self.vocab_size, self.special, **self._masking_options()) if objective.mlm else None
         self.prepared = True
         log.info("pre-training data: %d train instances, %s held out; stats %s", len(self.train),
                  {k: len(v) for k, v in self.val.items()}, self.stats)
@@ -109,10 +116,10 @@ class PretrainData(pl.LightningDataModule):
         return {"rate": float(m.rate), "mode": str(m.mode), "max_ngram": int(m.max_ngram),
                 "max_predictions": m.get("max_predictions")}
 
-    def _collate(self, seed: int) -> StepSeededCollate:
+    def _collate(self, seed: int, masker: Masker | None) -> StepSeededCollate:
         pad_to = self.cfg.impl.get("pad_to")
         segments = int(self.cfg.model.type_vocab_size) >= 2  # RoBERTa's single segment type: all zeros
-        return StepSeededCollate(PretrainCollator(self.special, self.masker, pad_to=pad_to, segments=segments), seed)
+        return StepSeededCollate(PretrainCollator(self.special, masker, pad_to=pad_to, segments=segments), seed)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -122,22 +129,38 @@ class PretrainData(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = ResumableBatches(len(self.train), int(self.cfg.trainer.batch_size), int(self.cfg.seed), start, end,
                                    rank=rank, world_size=world)
-        return DataLoader(IndexedDataset(self.train), batch_sampler=sampler, collate_fn=self._collate(self.cfg.seed),
+        return DataLoader(IndexedDataset(self.train), batch_sampler=sampler,
+                          collate_fn=self._collate(self.cfg.seed, self.masker),
                           num_workers=int(self.cfg.trainer.num_workers), generator=_own_generator(self.cfg.seed))
 
     def val_dataloader(self) -> list[DataLoader]:
         batch = int(self.cfg.trainer.batch_size)
         loaders = []
-        for rows in self.val.values():
+        for name, rows in self.val.items():
             # A fixed shuffle: trainer.limit_val_batches then reads a sample of every held-out document, not the
-            # first few (whose NSP labels, say, are 66% random-next where the whole set has 57%).
-            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(20_000 + self.cfg.seed)).tolist()
+            # first few. The NSP/SOP probes come in their own fixed order (labels alternating, see balanced_probe).
+            order = list(range(len(rows))) if name in PROBES else \
+                torch.randperm(len(rows), generator=torch.Generator().manual_seed(20_000 + self.cfg.seed)).tolist()
             sampler = [[(k, i) for i in order[k * batch:(k + 1) * batch]]
                        for k in range(max(1, (len(rows) + batch - 1) // batch))]
             loaders.append(DataLoader(IndexedDataset(rows), batch_sampler=sampler,
-                                      collate_fn=self._collate(10_000 + self.cfg.seed),
+                                      collate_fn=self._collate(10_000 + self.cfg.seed, self.val_masker),
                                       generator=_own_generator(10_000 + self.cfg.seed)))
         return loaders
+
+
+def balanced_probe(rows, seed: int):
+    """As many label-0 as label-1 rows, in the order 0, 1, 0, 1, ...: the majority label is subsampled, and any
+    prefix of batches (what trainer.limit_val_batches reads) is balanced too. Each label's rows come in a fixed
+    random order, so a prefix still samples every held-out document."""
+    labels = torch.tensor(rows["sentence_label"])
+    generator = torch.Generator().manual_seed(seed)
+    by_label = []
+    for label in (0, 1):
+        index = torch.nonzero(labels == label).flatten()
+        by_label.append(index[torch.randperm(len(index), generator=generator)])
+    n = min(len(index) for index in by_label)
+    return rows.select(torch.stack([by_label[0][:n], by_label[1][:n]], dim=1).flatten().tolist())
 
 
 def _own_generator(seed: int) -> torch.Generator:
