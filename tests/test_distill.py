@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from plmbench.configuration import compose
 from plmbench.distill import DistillError
@@ -21,6 +22,7 @@ from plmbench.distill.losses import (
 from plmbench.distill.students import (
     StudentMLM,
     build_student,
+    distilbert_layer_map,
     tinybert_config,
     uniform_layer_map,
 )
@@ -74,15 +76,24 @@ def test_trace_equals_backbone_forward(changes):
 # ------------------------------------------------------------------------------------------ students
 
 
-def test_distilbert_student_starts_from_every_other_teacher_layer():
+@pytest.mark.parametrize("teacher_layers, expected", [
+    (12, [0, 2, 4, 7, 9, 11]),  # extract_distilbert.py's choice for BERT-base
+    (24, [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23]),
+    (8, [0, 2, 5, 7]), (6, [0, 2, 5]), (4, [0, 3]), (2, [0]),  # the same rule at smoke depths
+])
+def test_distilbert_layer_map_follows_the_extraction_script(teacher_layers, expected):
+    assert distilbert_layer_map(teacher_layers) == expected
+
+
+def test_distilbert_student_starts_from_the_extraction_scripts_teacher_layers():
     torch.manual_seed(0)
-    teacher = MaskedLM(tiny())
+    teacher = MaskedLM(tiny(num_layers=12))
     student, info = build_student("distilbert", teacher)
-    assert info["init_layers"] == [0, 2]
-    assert student.config.num_layers == 2 and student.config.hidden_size == 16
+    assert info["init_layers"] == [0, 2, 4, 7, 9, 11]
+    assert student.config.num_layers == 6 and student.config.hidden_size == 16
     assert student.config.type_vocab_size == 0 and student.backbone.embeddings.segment is None
     assert not hasattr(student, "sentence_head")  # no pooler
-    for student_layer, teacher_index in zip(student.backbone.layers, [0, 2]):
+    for student_layer, teacher_index in zip(student.backbone.layers, [0, 2, 4, 7, 9, 11], strict=True):
         theirs = teacher.backbone.layers[teacher_index].state_dict()
         for name, tensor in student_layer.state_dict().items():
             assert torch.equal(tensor, theirs[name]), name
@@ -193,6 +204,52 @@ def test_attention_loss_compares_unnormalised_scores_not_probabilities():
     assert terms["attention_loss"] > 1e-2
 
 
+def _distilbert_module(teacher: MaskedLM) -> GeneralDistillation:
+    student, _ = build_student("distilbert", teacher)
+    module = GeneralDistillation(teacher, student, DistilBertLoss(), {"name": "adamw", "lr": 1e-3}, {}, total_steps=1)
+    return module.eval()
+
+
+def test_distilbert_soft_targets_count_every_real_token_and_the_mlm_loss_the_masked_ones():
+    """distiller.py's default (restrict_ce_to_mask=False): T^2 * KL averaged over every non-padding position."""
+    torch.manual_seed(0)
+    teacher = MaskedLM(tiny())
+    module = _distilbert_module(teacher)
+    inputs = batch(teacher.config)
+    with torch.no_grad():
+        for p in module.model.parameters():  # a student that no longer predicts what its teacher does
+            p.add_(0.1 * torch.randn_like(p))
+        out = module.distill_step(inputs)
+        ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+        real = mask.bool()
+        t = 2.0
+        student_logits = module.model.mlm_head(module.model.backbone(ids, mask))[real].double()
+        teacher_logits = teacher.mlm_head(teacher.backbone(ids, mask))[real].double()
+        p_teacher = F.softmax(teacher_logits / t, -1)
+        kl = (p_teacher * (p_teacher.log() - F.log_softmax(student_logits / t, -1))).sum(-1)
+        masked = labels[real] != IGNORE
+        mlm = F.cross_entropy(student_logits[masked], labels[real][masked])
+    assert int(real.sum()) == 19 and int(masked.sum()) == 6  # soft targets cover 13 more positions than the MLM
+    assert float(out["ce_loss"]) == pytest.approx(float(kl.mean() * t * t), rel=1e-5)
+    assert float(out["mlm_loss"]) == pytest.approx(float(mlm), rel=1e-5)
+    assert int(out["mlm_count"]) == 6
+
+
+def test_distilbert_teacher_sees_the_students_input_without_segment_ids():
+    """The student has no segment table, so segment ids in the batch must change nothing, the teacher included."""
+    torch.manual_seed(0)
+    teacher = MaskedLM(tiny())
+    with torch.no_grad():
+        teacher.backbone.embeddings.segment.weight[1].add_(3.0)  # segment B: far from segment A
+    module = _distilbert_module(teacher)
+    plain = batch(teacher.config)
+    pairs = {**plain, "token_type_ids": (torch.arange(9) >= 4).long().expand(3, 9).clone()}  # A then B
+    with torch.no_grad():
+        expected, got = module.distill_step(plain), module.distill_step(pairs)
+    for key in ("loss", "ce_loss", "cos_loss", "mlm_loss", "teacher_mlm_correct"):
+        assert torch.equal(got[key], expected[key]), key
+
+
 # ------------------------------------------------------------------------------------------ frozen teacher
 
 
@@ -291,7 +348,7 @@ def test_distilbert_run_keeps_half_the_teacher(teacher_run):
     cfg = compose("pretrain", overrides + steps + ["+distill=distilbert", f"distill.teacher={root / 'teacher'}"])
     metrics = run_distillation(cfg, root / "distilbert")
     assert metrics["student"]["num_layers"] == 2 and metrics["student"]["type_vocab_size"] == 0
-    assert metrics["init_layers"] == [0, 2]
+    assert metrics["init_layers"] == [0, 3]  # the first and the last of the tiny teacher's 4
     assert {"ce_loss", "mlm_loss", "cos_loss", "mlm_acc", "teacher_mlm_acc"} <= set(metrics["validation"])
     more = ["trainer.max_steps=5", "trainer.val_check_interval=5", "trainer.checkpoint_every_n_steps=5"]
     cfg = compose("pretrain", overrides + more + ["+distill=distilbert", f"distill.teacher={root / 'teacher'}"])

@@ -1,6 +1,6 @@
 """Knowledge distillation of any plmbench teacher into smaller students (DistilBERT, TinyBERT).
 
-    students.py          student shapes, layer maps, DistilBERT's initialisation from every other teacher layer
+    students.py          student shapes, layer maps, DistilBERT's initialisation from teacher layers
     attention_scores.py  a backbone forward that also returns every layer's hidden states and attention scores
     losses.py            DistilBERT's and TinyBERT's loss terms
     lit.py               LightningModules: general distillation (pre-training corpus), task-specific distillation

@@ -73,20 +73,27 @@ class GeneralDistillation(FrozenTeacher, pl.LightningModule):
         self._val: dict = {}
 
     def distill_step(self, batch: dict) -> dict:
-        ids, mask, types = batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids")
-        labels = batch["labels"]
-        selected = labels != IGNORE  # predictions are matched where the MLM loss is: the masked positions
+        ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
+        # Predictions are matched at every real token, masked or not (distiller.py's default,
+        # restrict_ce_to_mask=False); the MLM loss and accuracies count the masked ones (labels != IGNORE).
+        real = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
         forward = trace_backbone if self.loss.needs_layers else last_hidden_only
+        # The teacher sees what the student sees: a student without segment embeddings (DistilBERT) cannot see
+        # the batch's segment ids, so neither does the teacher (it adds segment A everywhere), as distiller.py
+        # passes both models input_ids and attention_mask only. TinyBERT's student keeps segments: both get them.
+        types = batch.get("token_type_ids") if self.model.backbone.embeddings.segment is not None else None
         with torch.no_grad():
             teacher = forward(self.teacher.backbone, ids, mask, types)
-            teacher_logits = self.teacher.mlm_head(teacher.last_hidden[selected]) if self.loss.needs_logits else None
-        student = forward(self.model.backbone, ids, mask, types)  # a student without segments ignores `types`
-        student_logits = self.model.mlm_head(student.last_hidden[selected]) if self.loss.needs_logits else None
-        out = self.loss(student, teacher, mask, student_logits, teacher_logits, labels[selected])
+            teacher_logits = self.teacher.mlm_head(teacher.last_hidden[real]) if self.loss.needs_logits else None
+        student = forward(self.model.backbone, ids, mask, types)
+        student_logits = self.model.mlm_head(student.last_hidden[real]) if self.loss.needs_logits else None
+        labels = labels[real]  # one per logits row
+        out = self.loss(student, teacher, mask, student_logits, teacher_logits, labels)
         if student_logits is not None:
-            out["mlm_correct"] = (student_logits.argmax(-1) == labels[selected]).sum()
-            out["teacher_mlm_correct"] = (teacher_logits.argmax(-1) == labels[selected]).sum()
-            out["mlm_count"] = selected.sum()
+            masked = labels != IGNORE
+            out["mlm_correct"] = (student_logits[masked].argmax(-1) == labels[masked]).sum()
+            out["teacher_mlm_correct"] = (teacher_logits[masked].argmax(-1) == labels[masked]).sum()
+            out["mlm_count"] = masked.sum()
         return out
 
     def training_step(self, batch: dict, batch_idx: int):

@@ -4,8 +4,10 @@ Soft targets are matched by KL(p_teacher || p_student), not by the papers' cross
 p_student: the two differ by the teacher's entropy, a constant for the student, so the gradients are identical,
 but the KL is zero when the student predicts what the teacher predicts (which the tests check for every term).
 
-- DistilBERT (Sanh et al. 2019): alpha_ce * T^2 * KL at temperature T on the masked positions + alpha_mlm * MLM
-  + alpha_cos * (1 - cos) between student and teacher last hidden states on real tokens; 5.0, 2.0, 1.0, T = 2.
+- DistilBERT (Sanh et al. 2019): alpha_ce * T^2 * KL at temperature T on every real token (Hugging Face's
+  distiller.py with its default restrict_ce_to_mask=False, not only the masked ones) + alpha_mlm * MLM on the
+  masked tokens + alpha_cos * (1 - cos) between student and teacher last hidden states on real tokens; 5.0, 2.0,
+  1.0, T = 2.
 - TinyBERT (Jiao et al. 2020): MSE of the embedding outputs (student's through W_e: H_s -> H_t), MSE of the
   hidden states of each mapped layer pair (through W_h), MSE of the *unnormalised* attention scores of each pair
   (the paper found them better than probabilities), and the soft-target loss on predictions. Each layer term is
@@ -103,7 +105,8 @@ def _temperature(value) -> float:
 
 
 class DistilBertLoss(nn.Module):
-    """Needs the last hidden states of both models and MLM logits at the masked positions."""
+    """Needs the last hidden states of both models, and MLM logits at every real token with their labels (IGNORE
+    where the token was not masked): the soft targets count every row, the MLM loss the masked ones."""
 
     needs_layers = False  # the plain SDPA forward is enough
 

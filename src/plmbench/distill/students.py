@@ -1,8 +1,10 @@
 """Students of a teacher: their shapes, which teacher layer each student layer learns from, and their weights.
 
 - DistilBERT (Sanh et al. 2019): half the teacher's layers, the same width, no segment embeddings, no pooler;
-  student layer m starts as a copy of teacher layer 2m (layers 0, 2, 4, ...). A teacher with cross-layer sharing
-  (ALBERT) runs one instance several times; the student gets unshared copies of the instances those layers use.
+  the student's layers start as copies of teacher layers 0, 2, 4, 7, 9, 11 of BERT-base's 12, as Hugging Face's
+  scripts/extract_distilbert.py picks them (see `distilbert_layer_map` for other depths). A teacher with
+  cross-layer sharing (ALBERT) runs one instance several times; the student gets unshared copies of the instances
+  those layers use.
 - TinyBERT (Jiao et al. 2020): a smaller shape of its own, trained from scratch. Student layer m (1..M) learns
   from teacher layer g(m) = m * N / M (the uniform map; 0 is the embedding layer). The shape defaults to
   TinyBERT-4's proportions of BERT-base, so a BERT-base teacher gets exactly TinyBERT-4 (L4 H312 FFN1200 A12).
@@ -52,8 +54,16 @@ def distilbert_config(teacher: ModelConfig) -> ModelConfig:
 
 
 def distilbert_layer_map(teacher_layers: int) -> list[int]:
-    """Teacher layer (0-based) each student layer is copied from: every other one, starting with the first."""
-    return [2 * m for m in range(teacher_layers // 2)]
+    """Teacher layer (0-based) each student layer is copied from, for a student of teacher_layers // 2 layers.
+
+    extract_distilbert.py copies layers 0, 2, 4, 7, 9, 11 of 12: every other layer up from the first for half the
+    student, every other layer down from the last for the rest. The same rule at any depth: 4 -> [0, 3],
+    6 -> [0, 2, 5], 8 -> [0, 2, 5, 7], 24 -> [0, 2, ..., 10, 13, 15, ..., 23]; the first and last layers are kept.
+    """
+    student_layers = teacher_layers // 2
+    bottom = [2 * m for m in range((student_layers + 1) // 2)]
+    top = [teacher_layers - 1 - 2 * m for m in range(student_layers // 2)]
+    return bottom + top[::-1]
 
 
 @torch.no_grad()
