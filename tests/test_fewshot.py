@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from plmbench.configuration import compose
 from plmbench.data.corpora import build_corpus
 from plmbench.data.tokenizer import get_tokenizer, save_hf_tokenizer
-from plmbench.fewshot.evaluate import evaluate_shots
+from plmbench.fewshot.evaluate import _Prompter, evaluate_shots, option_scores
 from plmbench.fewshot.prompts import (
     STYLES,
     PromptError,
@@ -146,6 +146,10 @@ def test_option_scores_equal_a_token_by_token_computation(lm, bpe):
     assert [s for s, _ in scores] == pytest.approx(expected, abs=1e-4)
     assert len({round(s, 3) for s in expected}) > 1  # the model is not uniform: the check has teeth
     assert choose([(-3.0, 1), (-4.0, 4)], "sum") == 0 and choose([(-3.0, 1), (-4.0, 4)], "mean") == 1
+    # (log P(option | prompt), tokens, log P(option | "Answer:")): per token the second option is likelier, but
+    # the first is 4 nats likelier after the prompt than after the cue alone, the second 1 nat less likely
+    assert choose([(-2.0, 1, -6.0), (-4.0, 4, -3.0)], "mean") == 1
+    assert choose([(-2.0, 1, -6.0), (-4.0, 4, -3.0)], "calibrated") == 0
 
 
 def test_greedy_generation_equals_step_by_step_argmax(lm, bpe):
@@ -177,7 +181,8 @@ def test_classification_accuracy_equals_hand_scored_predictions(lm, bpe):
             scores = [hand_logprob(lm, prompt, option) for option in yes_no]
         correct += int(scores.index(max(scores)) == row["label"])
     assert result["best"]["accuracy"] == pytest.approx(correct / 8)
-    assert result["primary"] == {"name": "accuracy", "split": "validation", "value": result["best"]["accuracy"]}
+    assert result["primary"] == {"name": "accuracy", "split": "validation", "value": result["best"]["accuracy"],
+                                 "choice_score": "sum"}
     assert result["prompts"]["validation"]["shots_mean"] == 2 and result["k"] == 2
 
 
@@ -204,6 +209,87 @@ def test_race_and_squad_prompts_fit_and_score(lm, bpe):
                        k=0, seed=0)
     with pytest.raises(PromptError, match="task.name='cola'"):
         evaluate_shots(lm, tokenizer, special, {**RTE, "name": "cola"}, squad, k=0, seed=0)
+
+
+RACE_OPTIONS = [("Where did he ride?", ["to York", "home", "to the sea and far away", "nowhere"]),
+                ("Who rode?", ["the king", "his men", "a horse", "York"]),
+                ("Did he ride?", ["yes", "no", "the old king rode home", "men"]),
+                ("Where?", ["to the sea", "York", "the", "far away from here"])]
+
+
+def race_rows(labels: list[int] | None = None) -> list[dict]:
+    article = "The old king rode to York with his men. " * 2
+    return [{"id": f"m{i}.txt-0", "article": article, "question": question, "options": options,
+             "label": labels[i] if labels else 0, "level": "middle" if i % 2 else "high"}
+            for i, (question, options) in enumerate(RACE_OPTIONS)]
+
+
+def hand_race_scores(lm, bpe, rows, train, k: int) -> list[list[tuple[float, float]]]:
+    """Per example, per option: (mean log-likelihood per token, log P(option | prompt) - log P(option | cue)), each
+    log-likelihood summed token by token; the cue context is the prompt's opening separator and "Answer:"."""
+    tokenizer, special = bpe
+    fmt, key = format_for(RACE), lambda row: render_input(format_for(RACE), GPT3, row)
+    cue = [special.sep, *tokenizer.encode("Answer:", add_special_tokens=False).ids]
+    out = []
+    for i, row in enumerate(rows):
+        options = [tokenizer.encode(f" {o}", add_special_tokens=False).ids for o in row["options"]]
+        demos = draw_demonstrations(train, k, 0, i, key(row), key)
+        prompt = encode_prompt(fmt, GPT3, row, demos, tokenizer, special, 256 - max(map(len, options))).ids
+        with torch.no_grad():
+            conditional = [hand_logprob(lm, prompt, o) for o in options]
+            alone = [hand_logprob(lm, cue, o) for o in options]
+        out.append([(c / len(o), c - a) for c, a, o in zip(conditional, alone, options)])
+    return out
+
+
+def test_calibrated_option_scores_equal_a_token_by_token_computation(lm, bpe):
+    tokenizer, special = bpe
+    rows = race_rows()
+    train = datasets.Dataset.from_list(rows)
+    prompter = _Prompter(format_for(RACE), GPT3, train, 1, 0, tokenizer, special)
+    with torch.no_grad():
+        scores = option_scores(lm, rows, prompter, 256, 5, calibrate=True)  # batches split the examples
+    expected = hand_race_scores(lm, bpe, rows, train, k=1)
+    got = [[(total / count, total - alone) for total, count, alone in example] for example in scores]
+    assert [v for example in got for pair in example for v in pair] == pytest.approx(
+        [v for example in expected for pair in example for v in pair], abs=1e-4)
+
+
+def test_race_records_both_scores_and_shows_the_calibrated_one(lm, bpe):
+    tokenizer, special = bpe
+    hand = hand_race_scores(lm, bpe, race_rows(), None, k=0)
+    by_mean = [max(range(4), key=lambda j: example[j][0]) for example in hand]
+    calibrated = [max(range(4), key=lambda j: example[j][1]) for example in hand]
+    assert by_mean != calibrated  # the two scores pick different options here
+    rows = race_rows(labels=calibrated)
+    data = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                                 "validation": datasets.Dataset.from_list(rows)})
+    result = evaluate_shots(lm, tokenizer, special, RACE, data, k=0, seed=0, style="gpt3")
+    best = result["best"]
+    assert best["accuracy"] == best["accuracy_calibrated"] == 1.0
+    assert best["accuracy_mean_ll"] == pytest.approx(sum(m == c for m, c in zip(by_mean, calibrated)) / 4)
+    assert best["accuracy_mean_ll"] < 1.0
+    assert {"accuracy_middle_mean_ll", "accuracy_high_calibrated"} <= set(best)
+    assert result["primary"]["choice_score"] == "calibrated"
+
+
+def test_gpt_shots_table_says_which_score_picked_the_k_shot_answers(tmp_path):
+    from plmbench.tables.render import render_tables
+
+    def record(task: str, shots, choice_score: str | None) -> dict:
+        primary = {"name": "accuracy", "split": "validation", "value": 0.5}
+        if choice_score:
+            primary["choice_score"] = choice_score
+        return {"unit_id": f"{task}-{shots}", "cell_id": "c", "scale": "smoke", "task_source": "local",
+                "task": task, "seed": 0, "status": "ok", "shots": shots, "axes": {"shots": str(shots)},
+                "metrics": {"accuracy": 0.5, "accuracy_mean_ll": 0.25}, "finetune": {"primary": primary}}
+
+    records = [record("race", 0, "calibrated"), record("sst2", 0, "sum"), record("race", "finetuned", None)]
+    md = render_tables("gpt_shots", records, tmp_path)["md"].read_text()
+    note = next(line for line in md.splitlines() if line.startswith("k-shot rows:"))
+    assert "RACE: GPT-3's calibrated score log P(option | prompt) − log P(option | \"Answer:\")" in note
+    assert "SST-2: the summed log-likelihood of the option" in note and "MNLI" not in note  # MNLI: no results
+    assert "k-shot rows" not in render_tables("gpt_shots", records[2:], tmp_path)["md"].read_text()
 
 
 # ------------------------------------------------------------------------------------------ sweep unit

@@ -1,9 +1,12 @@
 """`evaluate_shots`: a causal LM evaluated zero-, one- or few-shot on a task, with no parameter updates.
 
 Classification and multiple choice: the prediction is the candidate (a verbalised label, or a RACE option) whose
-continuation of the prompt is most likely, summed over its tokens or per token (RACE). SQuAD 1.1: the greedy
-continuation up to the style's stop string, scored by exact match and F1. The evaluated rows are those fine-tuning
-evaluates (the same seeded cap), so few-shot and fine-tuned scores of one model compare on the same questions.
+continuation of the prompt is most likely, summed over its tokens. RACE: the candidate with the best calibrated
+score log P(option | prompt) - log P(option | "Answer:") (GPT-3 section 2.4); the accuracy of the per-token mean
+log-likelihood is recorded beside it (`accuracy_mean_ll`; the shown one also as `accuracy_calibrated`), and
+`primary.choice_score` names the score shown. SQuAD 1.1: the greedy continuation up to the style's stop string,
+scored by exact match and F1. The evaluated rows are those fine-tuning evaluates (the same seeded cap), so few-shot
+and fine-tuned scores of one model compare on the same questions.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from plmbench.fewshot.prompts import (
     PromptFormat,
     PromptStyle,
     draw_demonstrations,
+    encode_answer_cue,
     encode_prompt,
     format_for,
     render_input,
@@ -64,22 +68,52 @@ class _Prompter:
                 "prompts_truncated": self.truncated}
 
 
-def _choice_predictions(model: nn.Module, examples, prompter: _Prompter, context: int, batch_size: int) -> list[int]:
-    fmt, tokenizer = prompter.fmt, prompter.tokenizer
+# The suffix of each score's metrics when a format records more than one (accuracy_calibrated, accuracy_mean_ll).
+SCORE_KEYS = {"sum": "sum_ll", "mean": "mean_ll", "calibrated": "calibrated"}
+
+
+def _logprobs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], pad: int, batch_size: int) -> list:
+    scores: list[tuple[float, int]] = []
+    for start in range(0, len(pairs), batch_size):  # one forward per batch of (context, candidate) sequences
+        chunk = pairs[start:start + batch_size]
+        scores += continuation_logprobs(model, [c for c, _ in chunk], [x for _, x in chunk], pad)
+    return scores
+
+
+def option_scores(model: nn.Module, examples, prompter: _Prompter, context: int, batch_size: int,
+                  calibrate: bool) -> list[list[tuple]]:
+    """Per example, per option: (log P(option | prompt), option tokens), plus log P(option | answer cue alone) when
+    `calibrate` (the denominator of GPT-3's calibrated score, computed once per distinct option)."""
+    fmt, tokenizer, pad = prompter.fmt, prompter.tokenizer, prompter.special.pad
     pairs: list[tuple[int, list[int], list[int]]] = []  # (example, prompt ids, candidate ids)
     for index, row in enumerate(examples):
         candidates = [tokenizer.encode(f" {c}", add_special_tokens=False).ids for c in fmt.choices(row)]
         prompt = prompter(index, row, context - max(map(len, candidates)))
         pairs += [(index, prompt, candidate) for candidate in candidates]
-    scores: list[tuple[float, int]] = []
-    for start in range(0, len(pairs), batch_size):  # one forward per batch of (prompt, candidate) sequences
-        chunk = pairs[start:start + batch_size]
-        scores += continuation_logprobs(model, [p for _, p, _ in chunk], [c for _, _, c in chunk],
-                                        prompter.special.pad)
-    per_example: list[list[tuple[float, int]]] = [[] for _ in range(len(examples))]
+    scores = _logprobs(model, [(p, c) for _, p, c in pairs], pad, batch_size)
+    if calibrate:
+        cue = encode_answer_cue(fmt, tokenizer, prompter.special)
+        distinct = list(dict.fromkeys(tuple(c) for _, _, c in pairs))
+        alone = dict(zip(distinct, _logprobs(model, [(cue, list(c)) for c in distinct], pad, batch_size)))
+        scores = [(*score, alone[tuple(c)][0]) for score, (_, _, c) in zip(scores, pairs)]
+    per_example: list[list[tuple]] = [[] for _ in range(len(examples))]
     for (index, _, _), score in zip(pairs, scores):
         per_example[index].append(score)
-    return [choose(s, fmt.normalise) for s in per_example]
+    return per_example
+
+
+def _choice_metrics(model: nn.Module, metric, task_cfg: Mapping, examples, prompter: _Prompter, context: int,
+                    batch_size: int) -> dict:
+    """The metrics of the format's score; with compared scores, every score's also under its suffix."""
+    fmt = prompter.fmt
+    rules = (fmt.normalise, *fmt.compared)
+    scores = option_scores(model, examples, prompter, context, batch_size, calibrate="calibrated" in rules)
+    by_rule = {rule: _score(metric, task_cfg, examples, [choose(s, rule) for s in scores]) for rule in rules}
+    metrics = dict(by_rule[fmt.normalise])
+    if fmt.compared:
+        metrics.update({f"{key}_{SCORE_KEYS[rule]}": value for rule, values in by_rule.items()
+                        for key, value in values.items()})
+    return metrics
 
 
 def _generated_answers(model: nn.Module, examples, prompter: _Prompter, context: int, batch_size: int,
@@ -139,10 +173,10 @@ def evaluate_shots(model: nn.Module, tokenizer: Tokenizer, special: SpecialToken
             examples = cap_rows(data[split], max_examples)
             prompter = _Prompter(fmt, prompt_style, data["train"], k, seed, tokenizer, special)
             if fmt.choices is not None:
-                predictions = _choice_predictions(model, examples, prompter, context, batch_size)
+                by_split[split] = _choice_metrics(model, metric, task_cfg, examples, prompter, context, batch_size)
             else:
                 predictions = _generated_answers(model, examples, prompter, context, batch_size, answer_tokens)
-            by_split[split] = _score(metric, task_cfg, examples, predictions)
+                by_split[split] = _score(metric, task_cfg, examples, predictions)
             stats[split], sizes[split] = prompter.stats(), len(examples)
             log.info("%s %d-shot %s: %s (%s)", task_cfg["name"], k, split, by_split[split], stats[split])
     finally:
@@ -154,5 +188,6 @@ def evaluate_shots(model: nn.Module, tokenizer: Tokenizer, special: SpecialToken
             flat.update({f"{split}/{key}": value for key, value in values.items()})
     return {"status": "finished", "task": str(task_cfg["name"]), "task_kind": str(task_cfg["kind"]), "k": k,
             "seed": seed, "style": style, "context": context, "best": flat, "best_by_split": by_split,
-            "primary": {"name": primary, "split": first, "value": by_split[first].get(primary)},
+            "primary": {"name": primary, "split": first, "value": by_split[first].get(primary),
+                        **({"choice_score": fmt.normalise} if fmt.choices is not None else {})},
             "prompts": stats, "eval_examples": sizes, "wall_seconds": time.perf_counter() - started}

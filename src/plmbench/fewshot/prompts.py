@@ -55,7 +55,8 @@ class PromptFormat:
     answer_cue: str
     gold: Callable[[Mapping], str]  # a demonstration's answer text
     choices: Callable[[Mapping], list[str]] | None = None  # None: the answer is generated
-    normalise: str = "sum"  # "mean": log-likelihood per token (multiple choice with options of different lengths)
+    normalise: str = "sum"  # the score that picks the prediction (scoring.NORMALISATIONS)
+    compared: tuple[str, ...] = ()  # other scores whose accuracies are recorded beside it
 
 
 def _verbalised(names: Sequence[str]) -> tuple[Callable, Callable]:
@@ -82,12 +83,14 @@ FORMATS: dict[str, PromptFormat] = {
                 ("yes", "no")),  # 1 not_entailment
     "mnli": _nli("Does the passage imply the statement in the question? Answer yes, no or maybe.",
                  "Yes, no, or maybe?", ("yes", "maybe", "no")),  # 1 neutral, 2 contradiction
-    # RACE: the article, the question, each option as the continuation, compared per token (GPT-3 appendix G).
+    # RACE: the article, the question, each option as the continuation (GPT-3 appendix G), picked by GPT-3's
+    # calibrated score P(option | prompt) / P(option | "Answer:") (section 2.4: used for ARC, OpenBookQA and RACE);
+    # the per-token mean log-likelihood, the usual score for options of unequal length, is recorded beside it.
     "race": PromptFormat(
         description="Read the article and answer the question.",
         fields=lambda row: [("Article", row["article"]), ("Question", row["question"])], answer_cue="Answer:",
         gold=lambda row: row["options"][int(row["label"])], choices=lambda row: list(row["options"]),
-        normalise="mean"),
+        normalise="calibrated", compared=("mean",)),
     # SQuAD 1.1: the passage and the question; the answer is generated greedily (GPT-3 appendix G).
     "squad": PromptFormat(
         description="Answer each question with a short span copied from the passage.",
@@ -164,3 +167,10 @@ def encode_prompt(fmt: PromptFormat, style: PromptStyle, row: Mapping, demonstra
             break
         demos = demos[1:]
     return Prompt(ids=ids[-budget:], shots=len(demos), truncated=len(ids) > budget)
+
+
+def encode_answer_cue(fmt: PromptFormat, tokenizer: Tokenizer, special: SpecialTokens) -> list[int]:
+    """The context of the calibrated score's denominator: the answer cue alone, opening a document as a prompt does
+    (GPT-3's answer_context, "Answer: "; an option's own tokens carry the space before it)."""
+    tokenizer.encode_special_tokens = True
+    return [special.sep, *tokenizer.encode(fmt.answer_cue, add_special_tokens=False).ids]

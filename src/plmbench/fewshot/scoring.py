@@ -15,7 +15,11 @@ from torch import nn
 
 from plmbench.data.collate import pad_sequences
 
-NORMALISATIONS = ("sum", "mean")
+# How a candidate's log-likelihood becomes its score. sum: log P(option | prompt). mean: that per option token.
+# calibrated: log P(option | prompt) - log P(option | answer cue alone), GPT-3's P(completion | context) /
+# P(completion | answer_context) (Brown et al. 2020, section 2.4; used for ARC, OpenBookQA and RACE), which
+# discounts options that are likely whatever the question.
+NORMALISATIONS = ("sum", "mean", "calibrated")
 
 
 def _batch(sequences: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,11 +55,21 @@ def continuation_logprobs(model: nn.Module, contexts: Sequence[Sequence[int]],
     return [(float(s), len(x)) for s, x in zip(sums.tolist(), continuations)]
 
 
-def choose(scores: Sequence[tuple[float, int]], normalise: str) -> int:
-    """Index of the best candidate: by summed log-likelihood, or per token ("mean", for options of unequal length)."""
+def option_value(score: Sequence[float], normalise: str) -> float:
+    """One candidate's score from (log P(option | prompt), option tokens[, log P(option | answer cue)])."""
+    total, count, *unconditional = score
+    if normalise == "calibrated":
+        if not unconditional:
+            raise ValueError("normalise='calibrated' needs each option's log-likelihood after the answer cue alone")
+        return total - unconditional[0]
+    return total / count if normalise == "mean" else total
+
+
+def choose(scores: Sequence[Sequence[float]], normalise: str) -> int:
+    """Index of the best candidate under one of NORMALISATIONS ("mean": for options of unequal length)."""
     if normalise not in NORMALISATIONS:
         raise ValueError(f"normalise={normalise!r}: allowed values are {', '.join(NORMALISATIONS)}")
-    values = [total / count if normalise == "mean" else total for total, count in scores]
+    values = [option_value(score, normalise) for score in scores]
     return max(range(len(values)), key=values.__getitem__)  # the first of equal scores
 
 

@@ -15,7 +15,15 @@ import textwrap
 from pathlib import Path
 
 from plmbench.tables.references import COLUMNS, ReferenceTable, load_experiment
-from plmbench.tables.wandb_table import FAILED, MISSING, compares_with_paper, row_columns, table_rows
+from plmbench.tables.wandb_table import (
+    FAILED,
+    MISSING,
+    compares_with_paper,
+    latest_per_unit,
+    row_columns,
+    table_rows,
+    task_kind,
+)
 
 PROXY_NOTE = "on WordNet proxy tasks (stand-ins, not the real benchmarks)"
 LEGEND = ("Each cell: ours / paper (Δ = ours − paper). Ours = median over fine-tuning seeds, with mean ± sample std "
@@ -26,6 +34,13 @@ LEGEND = ("Each cell: ours / paper (Δ = ours − paper). Ours = median over fin
           "Avg is failed/missing when one of its parts is.")
 PROXY_LEGEND = ("Proxy tasks: a task or Avg cell reads `ours (paper X)`, X being the published value on the real "
                 "benchmark, shown for reference only; there is no Δ, since a proxy task is not the benchmark.")
+# How a prompted (k-shot) unit picks among candidate answers: its record's finetune.primary.choice_score.
+CHOICE_SCORES = {
+    "calibrated": "GPT-3's calibrated score log P(option | prompt) − log P(option | \"Answer:\") (Brown et al. 2020, "
+                  "§2.4)",
+    "mean": "the mean log-likelihood per option token",
+    "sum": "the summed log-likelihood of the option",
+}
 
 
 def render_tables(experiment: str, records: list[dict], out_dir: Path) -> dict[str, Path]:
@@ -36,7 +51,11 @@ def render_tables(experiment: str, records: list[dict], out_dir: Path) -> dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "png": out_dir / "table.png"}
     sections = list(_sections(rows, tables, records))
-    paths["md"].write_text(markdown(experiment, sections))
+    latest = latest_per_unit(records)
+    scoring = {title: shots_scoring_note([r for r in latest if (str(r.get("scale", "unknown")), task_kind(r))
+                                          == (mine[0]["scale"], mine[0]["tasks"])], table)
+               for title, table, mine in sections if mine}
+    paths["md"].write_text(markdown(experiment, sections, scoring))
     _write_csv(rows, paths["csv"])
     _write_png(sections, paths["png"])
     return paths
@@ -76,7 +95,24 @@ def _hidden_sizes(records: list[dict], scale: str) -> set:
 
 # ---- Markdown ------------------------------------------------------------------------------------------------------
 
-def markdown(experiment: str, sections) -> str:
+def shots_scoring_note(records: list[dict], table: ReferenceTable) -> str:
+    """Which score picked the prompted (k-shot) rows' answers in each column; empty when none has a result."""
+    texts = []
+    for column in table.columns:
+        prompted = [r for r in records if r.get("task") == COLUMNS[column].task and r.get("status") == "ok"
+                    and r.get("shots") not in (None, "finetuned")]
+        scores = sorted({str(((r.get("finetune") or {}).get("primary") or {}).get("choice_score")) for r in prompted})
+        known = [CHOICE_SCORES[score] for score in scores if score in CHOICE_SCORES]
+        if known:
+            texts.append(f"{COLUMNS[column].header}: {' / '.join(known)}")
+    if not texts:
+        return ""
+    return ("k-shot rows: each answer is the candidate with the best score. " + "; ".join(texts) + ". Where "
+            "several scores were computed, the records keep each one's accuracy (e.g. `accuracy_mean_ll`).")
+
+
+def markdown(experiment: str, sections, scoring: dict[str, str] | None = None) -> str:
+    """`scoring`: per section title, the note saying how its prompted rows scored candidate answers."""
     lines = [f"# {experiment}: our results beside the published tables", ""]
     for title, table, rows in sections:
         notes: list[str] = []
@@ -89,7 +125,10 @@ def markdown(experiment: str, sections) -> str:
             cells = [row["row"]] + [cell_text(row, c, notes) for c in table.columns]
             lines.append("| " + " | ".join(cells) + " |")
         proxy = any(row["tasks"] == "proxy" for row in rows)
-        lines += ["", LEGEND + (" " + PROXY_LEGEND if proxy else ""), "", rank_line(rows, table), ""]
+        lines += ["", LEGEND + (" " + PROXY_LEGEND if proxy else ""), ""]
+        if (scoring or {}).get(title):
+            lines += [scoring[title], ""]
+        lines += [rank_line(rows, table), ""]
         if notes:
             lines += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
