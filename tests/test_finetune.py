@@ -392,3 +392,22 @@ def test_cli_reports_a_bad_init_on_one_line(env, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and error.count("\n") == 0
     assert error.startswith(f"plmbench: error: init={tmp_path / 'missing'}: no such directory")
+
+
+@pytest.mark.parametrize("name", ["squad/v1", "glue/rte"])
+def test_inputs_are_capped_at_the_pretraining_length(env, wordpiece, tmp_path, name):
+    """Positions beyond the pre-training length were never trained: fine-tuning from a run stops there."""
+    from plmbench.lit.finetuning import cap_to_pretraining_length
+    from plmbench.objectives import build_objective
+
+    pretrain_cfg = compose("pretrain", ["model=bert", "size=tiny", "model.vocab_size=2000", "data.max_seq_len=64"])
+    objective = build_objective(ModelConfig.from_mapping(pretrain_cfg.model), {"name": "mlm"})
+    write_pretrain_run(tmp_path / "run", pretrain_cfg, objective)
+    save_hf_tokenizer(*wordpiece, tmp_path / "run" / "tokenizer", "bert")
+    cfg = finetune_cfg(env, f"init={tmp_path / 'run'}", f"task={name}")
+    original = int(cfg.task.max_length)
+    assert cap_to_pretraining_length(cfg) == original > 64
+    assert cfg.task.max_length == 64
+    validate_finetune(cfg)  # SQuAD's question length and stride shrink with the window
+    kept = finetune_cfg(env, f"init={tmp_path / 'run'}", f"task={name}", "cap_to_pretraining_length=false")
+    assert cap_to_pretraining_length(kept) is None and kept.task.max_length == original

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
@@ -87,6 +87,28 @@ def init_model_config(cfg: DictConfig) -> ModelConfig:
     except (ValueError, KeyError, OSError) as error:
         raise FinetuneError(f"init={path}: not a usable architecture: {' '.join(str(error).split())}") from None
     return ModelConfig.from_mapping(cfg.model)
+
+
+def cap_to_pretraining_length(cfg: DictConfig) -> int | None:
+    """Caps task.max_length at the init run's pre-training length (BERT's alternative, a last phase of pre-training
+    at the fine-tuning length, is not run here): positions never trained would start from their random init. SQuAD
+    windows keep a quarter of the input for the question and half of the rest as stride. Returns the length it
+    capped from, or None; `cap_to_pretraining_length=false` keeps the task's own length."""
+    kind, path = init_kind(cfg.init)
+    if kind != "pretrain_run" or not cfg.get("cap_to_pretraining_length", True):
+        return None
+    length = OmegaConf.select(OmegaConf.load(path / "config.yaml"), "data.max_seq_len")
+    task = cfg.task
+    if length is None or int(task.max_length) <= int(length):
+        return None
+    original, length = int(task.max_length), int(length)
+    with open_dict(task):
+        task.max_length = length
+        if task.kind == "span":
+            task.max_query_length = min(int(task.max_query_length), length // 4)
+            task.doc_stride = min(int(task.doc_stride), (length - int(task.max_query_length) - 3) // 2)
+    log.info("task.max_length %d -> %d: the pre-training length of init=%s", original, length, path)
+    return original
 
 
 def _hf_config(path: Path):
@@ -391,6 +413,7 @@ def _json_safe(value):
 def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None) -> dict:
     from plmbench.impl import apply_threads
 
+    capped_from = cap_to_pretraining_length(cfg)
     validate_finetune(cfg)
     apply_threads(cfg.impl)  # impl.threads, when set: before anything is built
     started = time.perf_counter()
@@ -415,6 +438,7 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
         "seeds": seeds, "seed": chosen["seed"], "lr": lr, "lr_grid": learning_rates(task),
         "epochs": int(cfg.epochs if cfg.get("epochs") is not None else task.epochs),
         "batch_size": int(task.batch_size),
+        "max_length": int(task.max_length), "max_length_capped_from": capped_from,
         "train_examples": train_rows, "train_inputs": len(train),  # inputs: SQuAD windows, one per row elsewhere
         "eval_examples": {s.name: len(s.examples) for s in splits},
         "best": _flat(chosen["best"], first_split), "best_epoch": chosen["best_epoch"],

@@ -205,7 +205,8 @@ class CellRunner:
                       # costs are kept apart, so summing wall_seconds over records counts each run once
                       "wall_seconds": time.perf_counter() - started,
                       "pretrain_costs": self._pretrain_costs(pretrain["metrics"]),
-                      "finetune": {k: metrics.get(k) for k in ("best_epoch", "wall_seconds", "primary")},
+                      "finetune": {k: metrics.get(k) for k in ("best_epoch", "wall_seconds", "primary", "max_length",
+                                                          "max_length_capped_from")},
                       "config": scrub(OmegaConf.to_container(ft, resolve=True)) if ft is not None else {}})
 
     @staticmethod
