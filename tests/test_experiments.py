@@ -58,6 +58,17 @@ def test_bert_and_roberta_recipes_see_equal_tokens(scale):
             roberta.model.tokenizer) == ("none", "full_sentences", False, "bytebpe")
 
 
+def test_electra_rows_are_the_papers_small_models_not_small_plus_plus():
+    """The ELECTRA README's dev figures describe the released ELECTRA-Small++ (generator as wide as the
+    discriminator, length 512), not the paper's ELECTRA-Small of our generator-1/4 row (REFERENCE.md)."""
+    small_plus_plus = {"mnli": 81.3, "sst2": 91.2, "squad_v1_em": 75.8}
+    (table,) = load_experiment("electra_vs_mlm")
+    rows = {row.axes["recipe"]: row for row in table.rows}
+    assert all(row.values[key] != value for row in rows.values() for key, value in small_plus_plus.items())
+    assert "ELECTRA-Small" in rows["electra_g25"].label and "++" not in rows["electra_g25"].label
+    assert rows["electra_g25"].values["params"] == rows["bert_mlm"].values["params"] == 14  # Table 1: same size
+
+
 @pytest.mark.parametrize("scale", SCALES)
 def test_electra_and_mlm_cells_spend_equal_pretraining_flops(scale):
     budgets = {cell[0]: describe_config(cfg)["train_flops_per_token"] * tokens(cfg) for cell, cfg in

@@ -1,4 +1,5 @@
-"""Masking statistics on real WordPiece text (>100k tokens): rates, 80/10/10, words, n-gram lengths, specials."""
+"""Masking statistics on real WordPiece text (>100k tokens): rates, 80/10/10 (ELECTRA 85/15/0), words, n-gram
+lengths, specials."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import collections
 import pytest
 import torch
 
+from plmbench.configuration import compose
 from plmbench.data.collate import pad_sequences
 from plmbench.data.tokenizer import get_tokenizer, word_start_mask
+from plmbench.lit.pretrain_data import PretrainData
 from plmbench.objectives.masking import IGNORE_INDEX, Masker
 from test_tokenizer import WikiText
 
@@ -148,3 +151,19 @@ def test_bad_settings_fail_with_the_key(batch):
         Masker(vocab, special, rate=0.0)
     with pytest.raises(ValueError, match="needs word_start"):
         Masker(vocab, special, mode="whole_word")(input_ids)
+
+
+@pytest.mark.parametrize("recipe", ["electra_g25", "electra_g50"])
+def test_electra_generator_input_is_85_mask_15_unchanged(batch, recipe):
+    """ELECTRA's pretrain_helpers.mask: of the chosen tokens 85% [MASK], 15% unchanged, no random tokens."""
+    input_ids, word_start, special, vocab = batch
+    cfg = compose("pretrain", [f"+recipe={recipe}", "scale=smoke"])
+    masker = Masker(vocab, special, **PretrainData(cfg).masking_options())
+    masked, labels = masker(input_ids, word_start, torch.Generator().manual_seed(5))
+    chosen = labels != IGNORE_INDEX
+    assert abs(chosen.sum() / candidates(input_ids, special).sum() - 0.15) < 0.01
+    as_mask = (masked[chosen] == special.mask).float().mean()
+    kept = (masked[chosen] == input_ids[chosen]).float().mean()
+    random = (masked[chosen] != special.mask) & (masked[chosen] != input_ids[chosen])
+    assert chosen.sum() > 15_000 and abs(as_mask - 0.85) < 0.01 and abs(kept - 0.15) < 0.01
+    assert not random.any()

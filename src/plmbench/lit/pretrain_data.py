@@ -93,7 +93,7 @@ class PretrainData(pl.LightningDataModule):
         self.train, self.stats = build_instances(
             train_docs, self.tokenizer, self.special, sentence_task=objective.sentence_task,
             packing=objective.packing, seed=int(cfg.seed), dupe_factor=int(masking.dupe_factor) if static else 1,
-            static_masking=self._masking_options() if static else None, **common)
+            static_masking=self.masking_options() if static else None, **common)
         self.val = {"main": build_instances(val_docs, self.tokenizer, self.special,
                                             sentence_task=objective.sentence_task, packing=objective.packing,
                                             seed=int(cfg.seed) + 1, **common)[0]}
@@ -102,19 +102,22 @@ class PretrainData(pl.LightningDataModule):
                 probe = build_instances(val_docs, self.tokenizer, self.special, sentence_task=task,
                                         packing="segment_pair", seed=int(cfg.seed) + 2, **common)[0]
                 self.val[task] = balanced_probe(probe, seed=30_000 + int(cfg.seed))
-        self.masker = Masker(self.vocab_size, self.special, **self._masking_options()) \
+        self.masker = Masker(self.vocab_size, self.special, **self.masking_options()) \
             if objective.mlm and not static else None
         # Static masks are stored for training rows only: without a Masker here the held-out rows would have every
         # token as a label and no [MASK], and validation loss, MLM accuracy and the NSP/SOP probes a copy task.
-        self.val_masker = Masker(self.vocab_size, self.special, **self._masking_options()) if objective.mlm else None
+        self.val_masker = Masker(self.vocab_size, self.special, **self.masking_options()) if objective.mlm else None
         self.prepared = True
         log.info("pre-training data: %d train instances, %s held out; stats %s", len(self.train),
                  {k: len(v) for k, v in self.val.items()}, self.stats)
 
-    def _masking_options(self) -> dict:
+    def masking_options(self) -> dict:
+        """The Masker's keyword arguments from data.masking (the model's choices composed in)."""
         m = self.cfg.data.masking
-        return {"rate": float(m.rate), "mode": str(m.mode), "max_ngram": int(m.max_ngram),
-                "max_predictions": m.get("max_predictions")}
+        options = {"rate": float(m.rate), "mode": str(m.mode), "max_ngram": int(m.max_ngram),
+                   "max_predictions": m.get("max_predictions")}
+        # Only when set (ELECTRA), so that other runs keep their static-masking cache keys.
+        return options | {k: float(m[k]) for k in ("mask_prob", "random_prob") if m.get(k) is not None}
 
     def _collate(self, seed: int, masker: Masker | None) -> StepSeededCollate:
         pad_to = self.cfg.impl.get("pad_to")
