@@ -66,10 +66,19 @@ def test_micro_sweep_end_to_end_then_skips_everything(micro, tmp_path, monkeypat
         assert record["pretrain_costs"]["wall_seconds"] == cell["wall_seconds"] > 0
         assert record["wall_seconds"] >= record["finetune"]["wall_seconds"] > 0
         assert record["wall_seconds"] != cell["wall_seconds"]
+    # The learning curve (every validation: steps 3 and 6) and the compute behind the pictures beside the table.
+    for record in pretrain.values():
+        assert [p["step"] for p in record["curve"]] == [3, 6] and all("mlm_acc" in p for p in record["curve"])
+        assert record["curve"][-1]["tokens_seen"] == record["tokens_seen"] > record["curve"][0]["tokens_seen"]
+        assert record["pretrain_flops"] > record["tokens_seen"]
+    for name in ("curves.png", "compute.png"):
+        assert (tmp_path / "results" / "micro" / name).stat().st_size > 10_000
     table = (tmp_path / "results" / "micro" / "table.md").read_text()
     assert "sharing" in table or "all" in table
     tables = list((tmp_path / "wandb").glob("offline-run-*/files/media/table/*.table.json"))
     assert tables and len(json.loads(tables[-1].read_text())["data"]) == 2
+    images = list(tables[-1].parents[2].glob("media/images/*.png"))
+    assert {p.name.split("_png")[0] for p in images} == {"table", "curves", "compute"}
 
     # A second sweep trains nothing: every unit is in the store and no pre-training or fine-tuning starts.
     from plmbench.lit import finetuning, pretraining

@@ -1,7 +1,9 @@
 """`plmbench table experiment=albert [results_dir=DIR] [wandb=true|false] [logger.mode=online ...]`
 
-Reads results/<experiment>/records.jsonl, writes table.md, table.csv and table.png beside it, prints the Markdown,
-and with wandb=true logs a W&B summary run (offline unless logger.mode=online) holding the same rows.
+Reads results/<experiment>/records.jsonl, writes table.md, table.csv and table.png beside it, and the pictures
+curves.png (pre-training learning curves) and compute.png (score against pre-training FLOPs) where the records
+allow, prints the Markdown, and with wandb=true logs a W&B summary run (offline unless logger.mode=online) holding
+the same rows and pictures.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 def main(overrides: list[str]) -> None:
     from plmbench.sweep.store import ResultsStore
+    from plmbench.tables.plots import render_plots
     from plmbench.tables.render import render_tables
     from plmbench.tables.wandb_table import log_summary_run, table_rows
 
@@ -49,10 +52,13 @@ def main(overrides: list[str]) -> None:
     records = store.records()
     renderer = _custom_renderer(experiment)
     paths = (renderer or render_tables)(experiment, records, store.path.parent)
+    # a custom renderer's rows are not the published-table rows the compute plot places
+    pictures = render_plots(experiment, records, store.path.parent, compute=renderer is None)
     print(paths["md"].read_text())
-    print(f"wrote {', '.join(str(p) for p in paths.values())} from {len(records)} records")
+    print(f"wrote {', '.join(str(p) for p in [*paths.values(), *pictures.values()])} from {len(records)} records")
     if options["wandb"] and renderer is None:
-        run_dir = log_summary_run(experiment, table_rows(experiment, records), Path(paths["png"]), options["logger"])
+        run_dir = log_summary_run(experiment, table_rows(experiment, records), Path(paths["png"]), options["logger"],
+                                  images=pictures)
         print(f"W&B summary run: {run_dir}" if run_dir else "W&B summary run not logged (see the warning above)")
 
 

@@ -130,7 +130,8 @@ class CellRunner:
             self._append({**self.base_record("pretrain", int(self.cfg.seed), unit, "corpus"),
                            "status": "failed" if failed else "ok", "error": failed,
                            "metrics": metrics.get("validation", {}), **self._counts(counts),
-                           **self._pretrain_costs(metrics),
+                           **self._pretrain_costs(metrics, counts),
+                           "curve": metrics.get("curve", []),  # every validation: results/<exp>/curves.png
                            "config": scrub(OmegaConf.to_container(self.cfg, resolve=True))})
         return result
 
@@ -204,7 +205,7 @@ class CellRunner:
                       # this unit's own time (composing, data, training, evaluation); its cell's pre-training
                       # costs are kept apart, so summing wall_seconds over records counts each run once
                       "wall_seconds": time.perf_counter() - started,
-                      "pretrain_costs": self._pretrain_costs(pretrain["metrics"]),
+                      "pretrain_costs": self._pretrain_costs(pretrain["metrics"], pretrain["counts"]),
                       "finetune": {k: metrics.get(k) for k in ("best_epoch", "wall_seconds", "primary", "max_length",
                                                           "max_length_capped_from")},
                       "config": scrub(OmegaConf.to_container(ft, resolve=True)) if ft is not None else {}})
@@ -216,8 +217,12 @@ class CellRunner:
                 "flops": {k: v for k, v in counts.items() if "flops" in k}}
 
     @staticmethod
-    def _pretrain_costs(metrics: dict) -> dict:
-        return {"tokens_seen": metrics.get("tokens_seen"), "wall_seconds": metrics.get("wall_seconds"),
+    def _pretrain_costs(metrics: dict, counts: dict) -> dict:
+        # pretrain_flops: the compute plot's x. Kept as the product because the store's secrets filter drops every
+        # key naming a token, `train_flops_per_token` among them
+        per_token, tokens = counts.get("train_flops_per_token"), metrics.get("tokens_seen")
+        return {"tokens_seen": tokens, "pretrain_flops": per_token * tokens if per_token and tokens else None,
+                "wall_seconds": metrics.get("wall_seconds"),
                 "tokens_per_second": metrics.get("tokens_per_second"),
                 "peak_memory_mb": metrics.get("peak_memory_mb")}
 

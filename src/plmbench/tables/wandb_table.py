@@ -79,6 +79,11 @@ def _matches(record: dict, table: ReferenceTable, row: ReferenceRow) -> bool:
             and all(str(axes.get(k, v)) == v for k, v in table.fixed_axes.items()))
 
 
+def row_records(records: list[dict], table: ReferenceTable, row: ReferenceRow) -> list[dict]:
+    """The records behind one published row of a table (the ones table_rows aggregates into it)."""
+    return [r for r in records if _matches(r, table, row)]
+
+
 def _failure(record: dict) -> str:
     error = str(record.get("error") or "no reason recorded").strip().splitlines() or ["no reason recorded"]
     return f"seed {record.get('seed', '?')}: {error[0][:200]}"
@@ -156,7 +161,7 @@ def table_rows(experiment: str, records: list[dict], tables: list[ReferenceTable
     for (scale, kind), group in groups.items():
         for table in tables:
             for ref in table.rows:
-                mine = [r for r in group if _matches(r, table, ref)]
+                mine = row_records(group, table, ref)
                 row = {"experiment": experiment, "section": table.name, "scale": scale, "tasks": kind,
                        "row": ref.label, **table.row_axes(ref)}
                 for column in sorted(table.columns, key=lambda c: c == "avg"):  # avg needs the others first
@@ -178,8 +183,10 @@ def row_columns(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(key for row in rows for key in row))
 
 
-def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: dict) -> Path | None:
-    """A W&B run (job_type=summary, group=experiment) holding the table and its PNG; returns its files directory.
+def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: dict,
+                    images: dict[str, Path] | None = None) -> Path | None:
+    """A W&B run (job_type=summary, group=experiment) holding the table, its PNG and `images` ({name: png}, logged
+    as `<name>_png`, e.g. the learning curves and the compute plot); returns its files directory.
 
     Never raises: a W&B failure is logged as a warning and the result is None.
     """
@@ -204,7 +211,8 @@ def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: di
         columns = row_columns(rows)
         table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows],
                             allow_mixed_types=True)  # a metric column holds numbers and 'failed'/'missing'
-        run.log({"table": table, "table_png": wandb.Image(str(png))})
+        run.log({"table": table, "table_png": wandb.Image(str(png)),
+                 **{f"{name}_png": wandb.Image(str(path)) for name, path in (images or {}).items()}})
         files = Path(run.dir)
         run.finish()
         return files
