@@ -141,7 +141,9 @@ def test_secrets_are_dropped_at_any_depth(store):
 
 def test_secret_key_words():
     assert all(is_secret_key(k) for k in ("key", "API_KEY", "accessToken", "db-password", "Secret", "apikey"))
-    assert not any(is_secret_key(k) for k in ("tokenizer", "tokens_per_second", "monkey_patch", "keyboard"))
+    assert not any(is_secret_key(k) for k in ("tokenizer", "tokens_per_second", "monkey_patch", "keyboard",
+                                                   "train_flops_per_token", "flops_per_token_backbone"))
+    assert is_secret_key("per_token_secret") and is_secret_key("token_per")
     assert drop_secrets({"a": [{"token": 1}, 2], "b": (3,)}) == {"a": [{}, 2], "b": [3]}
 
 

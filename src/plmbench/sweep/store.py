@@ -37,8 +37,11 @@ def _words(name: str) -> list[str]:
 
 
 def is_secret_key(name: str) -> bool:
-    """A key whose words include key/token/secret/password. Whole words only: `tokenizer` or `tokens_seen` stay."""
-    return any(word in SECRET_WORDS for word in _words(name))
+    """A key whose words include key/token/secret/password. Whole words only: `tokenizer` or `tokens_seen` stay, and
+    so does a rate `per token` (`train_flops_per_token`), which names a unit, not a credential."""
+    words = _words(name)
+    return any(word in SECRET_WORDS and not (word == "token" and i and words[i - 1] == "per")
+               for i, word in enumerate(words))
 
 
 def drop_secrets(value):
