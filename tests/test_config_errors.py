@@ -72,6 +72,22 @@ CASES = {
     "pair task with single-sentence data": (
         "finetune task=glue/rte task.source=local data_dir={tmp}",
         ["{tmp}/glue/RTE/train.tsv:1", "header lacks column(s) sentence2"]),
+    # Unknown options of optional groups, which Hydra drops silently (scale=smokee trained ALBERT-base).
+    "unknown scale (optional group)": (
+        f"pretrain {TINY} scale=smokee",
+        ["scale=smokee: no such option", "did you mean scale=smoke?", "allowed: mini, paper, smoke"]),
+    "unknown scale in a sweep": (
+        "sweep experiment=micro scale=smokee",
+        ["scale=smokee: no such option", "allowed: mini, paper, smoke"]),
+    "unknown experiment": (
+        "describe experiment=albertt",
+        ["experiment=albertt: no such option", "did you mean experiment=albert?", "micro"]),
+    "unknown recipe": (
+        "describe +recipe=bertt",
+        ["recipe=bertt: no such option", "allowed: bert, bert_mlm"]),
+    "unknown nested task": (
+        "finetune task=glue/nonexistent",
+        ["task=glue/nonexistent: no such option", "glue/rte", "squad/v1"]),
 }
 
 
@@ -86,6 +102,22 @@ def test_bad_input_is_one_line_exit_2_within_seconds(name, inputs):
         assert needle.format(tmp=inputs) in lines[0], lines[0]
     assert seconds < 10, f"{seconds:.1f} CPU seconds"
     assert not (inputs / "runs").exists() and not (inputs / "results").exists()  # nothing was computed
+
+
+def test_experiment_must_be_a_plain_name_not_a_path(inputs):
+    """experiment=../../x loaded a YAML from outside conf/: refused before it is read."""
+    from plmbench.configuration import CONF_DIR
+
+    evil = inputs / "evil"
+    evil.mkdir(exist_ok=True)
+    (evil / "evil.yaml").write_text("# @package _global_\nexperiment:\n  name: evil\n", encoding="utf-8")
+    relative = os.path.relpath(evil / "evil", CONF_DIR / "experiment")
+    for value in (relative, str(evil / "evil")):
+        result, _ = plmbench(["describe", f"experiment={value}"], cwd=inputs)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+        assert f"experiment={value}: options are plain names" in lines[0] and "allowed: albert," in lines[0]
+        assert result.stdout == ""
 
 
 # ------------------------------------------------------------------------------------------ data files

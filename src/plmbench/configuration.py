@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from plmbench.errors import UserError
 
 CONF_DIR = Path(os.environ.get("PLMBENCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
@@ -28,7 +32,56 @@ def compose(config_name: str = "pretrain", overrides: list[str] | None = None, r
 
     register_resolvers()
     if GlobalHydra.instance().is_initialized():  # inside a running Hydra app (a sweep job): same config dir
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []),
-                             return_hydra_config=return_hydra)
+        return _checked_compose(config_name, list(overrides or []), return_hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra)
+        return _checked_compose(config_name, list(overrides or []), return_hydra)
+
+
+def _checked_compose(config_name: str, overrides: list[str], return_hydra: bool) -> DictConfig:
+    """Hydra's compose, plus the group checks Hydra skips: it loads `experiment=../x` from outside conf/ and
+    silently drops an unknown option of an `optional` group (scale=smokee would train the default, base size)."""
+    from hydra import compose as hydra_compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(overrides):  # before any file is read
+        group = override.key_or_group
+        if override.is_delete() or not loader.repository.group_exists(group):
+            continue
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.value()])
+        for value in values:
+            _check_option(loader, group, value)
+    cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    for group, value in cfg.hydra.runtime.choices.items():  # also what the defaults lists chose
+        _check_option(loader, str(group), value)
+    if not return_hydra:  # as Hydra's compose(return_hydra_config=False) does
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+
+
+def _check_option(loader, group: str, value) -> None:
+    if value is None:  # `optional x: null`: the group is not used
+        return
+    allowed = group_options(loader, group)
+    value = str(value)
+    if not _PLAIN.fullmatch(value) or ".." in value.split("/"):
+        raise UserError(f"{group}={value}: options are plain names under conf/{group}/, not paths; "
+                        f"allowed: {', '.join(allowed)}")
+    if value not in allowed:
+        close = difflib.get_close_matches(value, allowed, n=1)
+        guess = f" (did you mean {group}={close[0]}?)" if close else ""
+        raise UserError(f"{group}={value}: no such option{guess}; allowed: {', '.join(allowed)}")
+
+
+def group_options(loader, group: str) -> list[str]:
+    """Every option of a group, nested ones as `glue/rte` (the task group's options live in subfolders)."""
+    options = list(loader.get_group_options(group))
+    for sub in loader.list_groups(group):
+        options += [f"{sub}/{option}" for option in group_options(loader, f"{group}/{sub}")]
+    return sorted(options)
