@@ -88,6 +88,13 @@ CASES = {
     "unknown nested task": (
         "finetune task=glue/nonexistent",
         ["task=glue/nonexistent: no such option", "glue/rte", "squad/v1"]),
+    # No fine-tuning seed: the sweep pre-trained every cell and fine-tuned nothing; finetune refused it already.
+    "sweep without seeds": (
+        "sweep experiment=micro scale=smoke sweep.seeds=[]",
+        ["sweep.seeds=[]", "give at least one fine-tuning seed"]),
+    "finetune without seeds": (
+        "finetune task=glue/rte seeds=[]",
+        ["seeds=[]", "give at least one fine-tuning seed"]),
 }
 
 

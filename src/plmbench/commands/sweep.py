@@ -22,7 +22,7 @@ from plmbench.lit.pretraining import validate_pretrain
 from plmbench.models.config import ConfigError
 from plmbench.sweep.lineage import cell_id
 from plmbench.sweep.progress import SweepProgress
-from plmbench.sweep.runner import CellRunner, units_per_cell
+from plmbench.sweep.runner import CellRunner, sweep_seeds, units_per_cell
 from plmbench.sweep.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def plan(overrides: list[str]) -> tuple[str, list[list[str]], dict[str, set[str]
             cell_cfg = compose("pretrain", _replace_experiment(overrides, extra) + cell)
             validate_pretrain(cell_cfg)
             _check_tasks(cell_cfg)
+            sweep_seeds(cell_cfg)
             cells[cell_id(cell_cfg)] = CellRunner(cell_cfg, [], {}).expected_units()
         part_overrides.append(_replace_experiment(overrides, extra))
     return results, part_overrides, cells, cfg

@@ -42,6 +42,7 @@ from plmbench.distill.students import StudentMLM, count_parameters, shape_of
 from plmbench.errors import load_weights_only
 from plmbench.models.config import ModelConfig
 from plmbench.sweep.lineage import LINEAGE_VERSION, cell_id, digest, unit_id
+from plmbench.sweep.runner import sweep_seeds
 from plmbench.sweep.store import ResultsStore
 from plmbench.sweep.store import drop_secrets as scrub  # no API keys reach the records
 
@@ -86,7 +87,7 @@ def plan(overrides: list[str]) -> Plan:
         raise DistillError(f"experiment.throughput.seq_len={cfg.experiment.throughput.seq_len} exceeds "
                            f"model.max_positions={teacher.max_positions}")
     return Plan(list(overrides), cfg, str(cfg.experiment.get("results", cfg.experiment.name)), students,
-                list(cfg.sweep.tasks), [int(s) for s in cfg.sweep.seeds])
+                list(cfg.sweep.tasks), sweep_seeds(cfg))
 
 
 def _throughput_settings(cfg: DictConfig) -> dict:

@@ -50,8 +50,20 @@ def cell_axes(cfg: DictConfig, choices: dict) -> dict:
     return axes
 
 
+def sweep_seeds(cfg: DictConfig) -> list[int]:
+    """The fine-tuning seeds; none would pre-train every cell and then fine-tune nothing, so it is refused."""
+    from plmbench.models.config import ConfigError
+
+    seeds = list(OmegaConf.select(cfg, "sweep.seeds") or [])
+    if not seeds:
+        raise ConfigError("sweep.seeds=[]: give at least one fine-tuning seed, e.g. sweep.seeds=[0] or [0,1,2]")
+    if any(isinstance(seed, bool) or not isinstance(seed, int) for seed in seeds):
+        raise ConfigError(f"sweep.seeds={seeds}: seeds must be integers, e.g. sweep.seeds=[0,1,2]")
+    return seeds
+
+
 def finetune_units(cfg: DictConfig) -> list[tuple[str, int]]:
-    return [(task, int(seed)) for task in cfg.sweep.tasks for seed in cfg.sweep.seeds]
+    return [(task, seed) for task in cfg.sweep.tasks for seed in sweep_seeds(cfg)]
 
 
 def shots_units(cfg: DictConfig) -> list[tuple[str, int, int]]:
