@@ -182,6 +182,25 @@ def test_killed_pretraining_resumes_at_its_checkpoint_bit_identical(corpus, cach
         assert resumed[key] == expected[key], key
 
 
+def test_last_checkpoint_holds_the_final_step_also_after_a_copied_resume(corpus, cache, tmp_path, monkeypatch):
+    """The final step (12: after the validation at 10, before a periodic save) went to last-v1.ckpt, which
+    fine-tuning, export and resume never read; so did every save of a run directory copied and resumed."""
+    monkeypatch.setenv("PLMBENCH_CACHE", str(cache))
+    steps = ["trainer.val_check_interval=5", "trainer.checkpoint_every_n_steps=100"]
+
+    def run(run_dir: Path, max_steps: int) -> dict:
+        cfg = compose("pretrain", [*PRETRAIN, f"corpus.paths={corpus}", *steps, f"trainer.max_steps={max_steps}"])
+        metrics = run_pretraining(cfg, run_dir)
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+        saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert saved["global_step"] == metrics["step"] == max_steps
+        return metrics
+
+    run(tmp_path / "first", 12)
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")
+    assert run(tmp_path / "copy", 16)["resumed_at_steps"] == [12]
+
+
 # ------------------------------------------------------------------------------------------ sweeps
 
 

@@ -26,7 +26,6 @@ def register_resolvers() -> None:
 
 
 def compose(config_name: str = "pretrain", overrides: list[str] | None = None, return_hydra: bool = False) -> DictConfig:
-    from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

@@ -54,13 +54,12 @@ def validate_pretrain(cfg: DictConfig) -> None:
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
     # Lightning is imported here, not at the top: a config error must not wait seconds for its import.
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
-    from plmbench.lit.run_metrics import CheckpointAfterValidation
+    from plmbench.lit.checkpoints import LastCheckpoint
 
     t = cfg.trainer
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=int(t.checkpoint_every_n_steps),
-                                  save_last=True, save_top_k=0, save_on_train_epoch_end=False)
+    checkpoints = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", int(t.checkpoint_every_n_steps))
     bar = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}.get(t.get("progress_bar", "rich"))
     return pl.Trainer(
         max_steps=int(t.max_steps), accumulate_grad_batches=int(t.accumulate_grad_batches),
@@ -69,8 +68,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
         gradient_clip_val=t.gradient_clip_val, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=cfg.impl.precision,
         log_every_n_steps=int(t.log_every_n_steps), logger=logger, default_root_dir=str(run_dir),
-        callbacks=[checkpoints, *callbacks, CheckpointAfterValidation(run_dir / "checkpoints" / "last.ckpt"),
-                   *([bar()] if bar else [])], enable_progress_bar=bar is not None,
+        callbacks=[*callbacks, checkpoints, *([bar()] if bar else [])], enable_progress_bar=bar is not None,
         use_distributed_sampler=False, enable_model_summary=False)
 
 

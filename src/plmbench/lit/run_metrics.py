@@ -1,6 +1,7 @@
 """Writes metrics.json for a run: first/last training loss, validation metrics, tokens seen, wall time,
 throughput and peak memory. Its state travels in checkpoints, so a resumed run reports its true first loss, total
-wall time, last validation and the steps it was resumed at; a checkpoint after each validation keeps that durable."""
+wall time, last validation and the steps it was resumed at; a checkpoint after each validation keeps that durable
+(lit/checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -96,14 +97,3 @@ class RunMetrics(pl.Callback):
         self.validation = dict(state.get("validation", {}))  # the last validation before the checkpoint
         self.curve = list(state.get("curve", []))
 
-
-class CheckpointAfterValidation(pl.Callback):
-    """Saves last.ckpt again when a validation ends. ModelCheckpoint saves a step's checkpoint before that step's
-    validation runs, and Lightning does not run it again on resume: a run killed after it would lose its metrics."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def on_validation_end(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            trainer.save_checkpoint(self.path, weights_only=False)  # the full state, as ModelCheckpoint saves it

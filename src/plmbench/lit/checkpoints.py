@@ -1,0 +1,60 @@
+"""A run's one checkpoint, `checkpoints/last.ckpt`: when it is written, and how.
+
+Fine-tuning, export and resume read only that path, so it must always hold the run's latest step. Lightning's
+ModelCheckpoint(save_last=True) does not guarantee it: when the file exists but is not one it wrote in this process
+(written after a validation, or a run directory that was copied or resumed), its version counter writes the final
+step to `last-v1.ckpt` and leaves `last.ckpt` stale. LastCheckpoint writes the one path itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytorch_lightning.callbacks import Checkpoint
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes `path` every `every_n_steps` optimizer steps, after each validation and when training ends.
+
+    After a validation: a step's periodic save runs before that step's validation, and Lightning does not run the
+    validation again on resume, so a run killed in between would lose its metrics. At the end: the final step is
+    what the run's metrics.json reports, so it is what the checkpoint must hold. A Checkpoint subclass, so that
+    Lightning calls it after the other callbacks (their state is current when it is saved) and adds no
+    ModelCheckpoint of its own."""
+
+    def __init__(self, path: Path, every_n_steps: int):
+        self.path = Path(path)
+        self.every_n_steps = int(every_n_steps)
+        self.saved_step: int | None = None
+
+    def save(self, trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimiser, loops, callbacks
+        self.saved_step = int(trainer.global_step)
+
+    def on_train_start(self, trainer, pl_module):
+        self.saved_step = int(trainer.global_step)  # a resumed run's step is the checkpoint it resumed from
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # global_step counts optimizer steps: under gradient accumulation several batches share one value, and
+        # only the batch that stepped (the first to reach it) may be saved, with no half-accumulated gradient.
+        step = int(trainer.global_step)
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self.saved_step:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        if int(trainer.global_step) != self.saved_step:
+            self.save(trainer)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Makes a rename in `folder` durable (the directory entry, not only the file's bytes)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
