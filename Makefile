@@ -10,7 +10,7 @@ SCALE ?= smoke
 ARGS ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install test test-full sweep table bench data lint clean
+.PHONY: help install test test-full sweep table bench gpu-check data lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ table: $(STAMP) ## render results/<experiment>/table.{md,csv,png}: make table [E
 
 bench: $(STAMP) ## training-step throughput, ours vs Hugging Face (results/bench/)
 	$(OFFLINE) $(BIN)/plmbench bench $(ARGS)
+
+# No venv on a GPU machine lent without network: the python there (torch, lightning, transformers) with src/ on
+# its path, plus any wheels carried in .whl/ (unpacked into .whl/site, nothing installed system-wide).
+GPU_CHECK_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,PYTHONPATH=src$(if $(wildcard .whl),:.whl/site) $(PYTHON))
+
+gpu-check: ## MFU, bf16/flash/compile equivalence, short Table 5 sweep (results/gpu_check/); tiny on CPU
+	@if [ ! -x $(BIN)/python ] && ls .whl/*.whl >/dev/null 2>&1; then \
+		$(PYTHON) -m pip install --quiet --no-index --no-deps --target .whl/site .whl/*.whl; fi
+	$(OFFLINE) $(GPU_CHECK_PY) -m plmbench.commands.gpu_check $(ARGS)
 
 data: $(STAMP) ## build the embedded offline corpus and proxy tasks from Debian packages
 	$(BIN)/plmbench data

@@ -6,6 +6,7 @@
     plmbench sweep      <overrides>   an experiment's grid: pre-train, fine-tune, evaluate, tabulate
     plmbench table      <overrides>   render results/<experiment>/table.{md,csv,png}
     plmbench bench      <overrides>   training-step throughput against Hugging Face
+    plmbench gpu-check  <key=value>   MFU, bf16/flash/compile equivalence and a short Table 5 sweep in one report
     plmbench export-hf  <overrides> [ckpt=PATH] out=DIR
     plmbench distill    +distill=<distilbert|tinybert> distill.teacher=<run dir | HF folder>
     plmbench data                     build the embedded offline corpus and proxy tasks
@@ -26,6 +27,7 @@ COMMANDS = {
     "sweep": "plmbench.commands.sweep:main",
     "table": "plmbench.commands.table:main",
     "bench": "plmbench.commands.bench:main",
+    "gpu-check": "plmbench.commands.gpu_check:main",
     "export-hf": "plmbench.commands.export_hf:main",
     "data": "plmbench.commands.data:main",
     "distill": "plmbench.distill.run:main",
