@@ -201,6 +201,40 @@ def test_last_checkpoint_holds_the_final_step_also_after_a_copied_resume(corpus,
     assert run(tmp_path / "copy", 16)["resumed_at_steps"] == [12]
 
 
+def test_sigterm_stops_pretraining_with_143_one_line_and_a_checkpoint_of_that_step(corpus, cache, tmp_path):
+    """SIGTERM (SLURM, Docker, `timeout`) ended a run within 2 s with exit status 0, no message, no metrics.json:
+    a scheduler counted it a success. Now: exit 143, one line with the step, that step saved, and a relaunch
+    resumes from it."""
+    run_dir = tmp_path / "run"
+    many = [*PRETRAIN, f"corpus.paths={corpus}", f"hydra.run.dir={run_dir}", "trainer.max_steps=100000",
+            "trainer.val_check_interval=100000", "trainer.checkpoint_every_n_steps=5"]
+    env = {**os.environ, **ENV, "PLMBENCH_CACHE": str(cache)}
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "plmbench.cli", "pretrain", *many], cwd=tmp_path,
+                                   env=env, stdout=out, stderr=err)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    wait_for(last.exists, process, "checkpoint")  # it is training
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(120) == 143, (tmp_path / "err.log").read_text()[-3000:]
+    lines = (tmp_path / "err.log").read_text().strip().splitlines()  # before it: progress bars of data prep
+    line = lines[-1]
+    assert line.startswith("plmbench: pretrain stopped by SIGTERM at step "), lines[-5:]
+    assert sum("plmbench:" in other for other in lines) == 1 and "Traceback" not in "".join(lines)
+    step = int(line.split("at step ")[1].split()[0])
+    assert f"of 100000 in {run_dir} (checkpoint saved at this step)" in line
+    assert line.endswith("; relaunch the same command to resume from its checkpoint")
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == step > 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "stopped" and metrics["step"] == step and metrics["stopped_by"] == "SIGTERM"
+
+    many[many.index("trainer.max_steps=100000")] = f"trainer.max_steps={step + 3}"
+    again = subprocess.run([sys.executable, "-m", "plmbench.cli", "pretrain", *many], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["status"] == "finished" and resumed["resumed_at_steps"] == [step] and resumed["step"] == step + 3
+
+
 # ------------------------------------------------------------------------------------------ sweeps
 
 

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plmbench: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     from plmbench.errors import report_user_errors
+    from plmbench.termination import stop_on_sigterm
 
-    with report_user_errors():
+    with stop_on_sigterm(command), report_user_errors():  # SIGTERM: exit 143 and one line, never a silent 0
         _load(COMMANDS[command])(overrides)
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from plmbench.distill.students import (
     tinybert_config,
     uniform_layer_map,
 )
-from plmbench.errors import UnsafeCheckpointError, load_weights_only, refusal
+from plmbench.errors import load_weights_only
 from plmbench.lit.pretrain_data import PretrainData
 from plmbench.lit.run_metrics import RunMetrics
 from plmbench.models.config import ModelConfig
@@ -206,7 +205,7 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
     """General distillation of `cfg.distill.teacher` into a new student in `run_dir` (resumed from its last.ckpt);
     returns metrics.json: first/last loss, held-out loss terms and MLM accuracies, student and teacher sizes."""
     from plmbench.lit.loggers import build_logger, save_config
-    from plmbench.lit.pretraining import _finish_logger, build_trainer
+    from plmbench.lit.pretraining import _finish_logger, build_trainer, fit_resumable
 
     settings = distill_settings(cfg)
     run_dir = Path(run_dir)
@@ -235,11 +234,7 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
              "vocab_size": data.vocab_size, "instances": len(data.train)}
     metrics = RunMetrics(run_dir / "metrics.json", extra=extra)
     trainer = build_trainer(data_cfg, run_dir, [metrics], logger)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    try:  # weights_only: a checkpoint is data, never code to unpickle
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
-    except pickle.UnpicklingError as error:  # only a checkpoint load unpickles here
-        raise UnsafeCheckpointError(refusal(last, error)) from None
+    fit_resumable(trainer, module, data, data_cfg, run_dir, metrics, logger)  # weights_only; SIGTERM: saved
     _finish_logger(logger)
     return json.loads((run_dir / "metrics.json").read_text())
 

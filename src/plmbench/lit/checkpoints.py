@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pytorch_lightning.callbacks import Checkpoint
 
+from plmbench import termination
+
 
 class LastCheckpoint(Checkpoint):
     """Writes `path` every `every_n_steps` optimizer steps, after each validation and when training ends.
@@ -21,26 +23,34 @@ class LastCheckpoint(Checkpoint):
     validation again on resume, so a run killed in between would lose its metrics. At the end: the final step is
     what the run's metrics.json reports, so it is what the checkpoint must hold. A Checkpoint subclass, so that
     Lightning calls it after the other callbacks (their state is current when it is saved) and adds no
-    ModelCheckpoint of its own."""
+    ModelCheckpoint of its own. At a SIGTERM it saves the step just taken and stops the run (termination.py)."""
 
     def __init__(self, path: Path, every_n_steps: int):
         self.path = Path(path)
         self.every_n_steps = int(every_n_steps)
         self.saved_step: int | None = None
+        self._seen_step: int | None = None
 
     def save(self, trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimiser, loops, callbacks
         self.saved_step = int(trainer.global_step)
 
     def on_train_start(self, trainer, pl_module):
-        self.saved_step = int(trainer.global_step)  # a resumed run's step is the checkpoint it resumed from
+        self.saved_step = self._seen_step = int(trainer.global_step)  # a resumed run's step is on disk already
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         # global_step counts optimizer steps: under gradient accumulation several batches share one value, and
-        # only the batch that stepped (the first to reach it) may be saved, with no half-accumulated gradient.
+        # only the batch that stepped may be saved (a later one would drop its half-accumulated gradient).
         step = int(trainer.global_step)
+        stepped, self._seen_step = step != self._seen_step, step
+        if not stepped:
+            return
         if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self.saved_step:
             self.save(trainer)
+        if termination.requested():  # SIGTERM during this step (termination.deferred): save it, then stop
+            if step != self.saved_step:
+                self.save(trainer)
+            raise termination.Terminated()
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:

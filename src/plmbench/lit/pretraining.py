@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from plmbench import termination
 from plmbench.errors import UnsafeCheckpointError, refusal
 from plmbench.lit.ddp_worker import launched_by_cluster, run_in_worker, world_size
 from plmbench.lit.loggers import build_logger, save_config
@@ -115,14 +116,40 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     untrained = int(cfg.trainer.max_steps) == 0  # a control cell: the initial weights, validated, as a checkpoint
     if untrained:
         trainer.validate(module, datamodule=data, verbose=False)  # the intrinsic metrics of a random model
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
-    except pickle.UnpicklingError as error:  # only a checkpoint load unpickles here
-        raise UnsafeCheckpointError(refusal(last, error)) from None
+    fit_resumable(trainer, module, data, cfg, run_dir, metrics, logger)
     if untrained and not last.exists():
         trainer.save_checkpoint(last, weights_only=True)  # what fine-tuning loads, as from any other cell
     _finish_logger(logger)
     return _read(run_dir)
+
+
+def fit_resumable(trainer, module, data, cfg: DictConfig, run_dir: Path, metrics, logger) -> None:
+    """trainer.fit from run_dir's last.ckpt when there is one; SIGTERM stops it at the end of a step, saved
+    (lit/checkpoints.py), and raises Terminated saying where."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        with termination.deferred():
+            trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    except pickle.UnpicklingError as error:  # only a checkpoint load unpickles here
+        raise UnsafeCheckpointError(refusal(last, error)) from None
+    except (termination.Terminated, SIGTERMException):  # SIGTERMException: Lightning's stop, e.g. in a validation
+        raise termination.Terminated(_stopped(cfg, run_dir, trainer, module, metrics, logger)) from None
+
+
+def _stopped(cfg: DictConfig, run_dir: Path, trainer, module, metrics, logger) -> str:
+    """Records a run stopped by SIGTERM (metrics.json, status "stopped": a relaunch resumes it); says where."""
+    step, saved = int(trainer.global_step), trainer.checkpoint_callback.saved_step
+    if step < int(cfg.trainer.max_steps) and metrics.started:  # a finished run keeps its "finished"
+        metrics.write(trainer, module, "stopped", stopped_by="SIGTERM", checkpoint_step=saved)
+    _finish_logger(logger)
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        checkpoint = ("checkpoint saved at this step" if saved == step else
+                      f"its checkpoint holds step {saved}" if saved is not None else "its checkpoint is kept")
+    else:
+        checkpoint = "no checkpoint yet"
+    return f"at step {step} of {cfg.trainer.max_steps} in {run_dir} ({checkpoint})"
 
 
 def _read(run_dir: Path) -> dict:

@@ -44,6 +44,10 @@ class RunMetrics(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         self._start = time.perf_counter()
 
+    @property
+    def started(self) -> bool:
+        return self._start is not None
+
     def on_train_start(self, trainer, pl_module):
         if trainer.global_step > 0:  # restored from a checkpoint before training started
             self.resumed_at_steps.append(int(trainer.global_step))
@@ -65,11 +69,16 @@ class RunMetrics(pl.Callback):
             self.curve = [p for p in self.curve if p["step"] != point["step"]] + [{**point, **self.validation}]
 
     def on_fit_end(self, trainer, pl_module):
+        self.write(trainer, pl_module, "finished")
+
+    def write(self, trainer, pl_module, status: str, **fields) -> None:
+        """metrics.json; `status` other than "finished" (a run stopped by SIGTERM) is resumed by a relaunch."""
         wall = self.wall_seconds_before + (time.perf_counter() - self._start)
         tokens = pl_module.tokens_seen
         write_json_atomic(self.path, {
             **self.extra,
-            "status": "finished",
+            **fields,
+            "status": status,
             "step": trainer.global_step,
             "resumed_at_steps": self.resumed_at_steps,
             "first_train_loss": self.first_loss,
