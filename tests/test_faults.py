@@ -235,6 +235,93 @@ def test_sigterm_stops_pretraining_with_143_one_line_and_a_checkpoint_of_that_st
     assert resumed["status"] == "finished" and resumed["resumed_at_steps"] == [step] and resumed["step"] == step + 3
 
 
+def test_failed_checkpoint_write_keeps_the_previous_file_without_root(tmp_path):
+    """The same guarantee where no tmpfs can be mounted: a file size limit (RLIMIT_FSIZE) makes the real write
+    fail part-way, in a child process; the previous checkpoint stays byte for byte and no partial file is left."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    torch.save({"global_step": 5, "w": torch.zeros(10)}, last)
+    before = last.read_bytes()
+    child = f"""
+import resource, signal, torch
+from plmbench.lit.checkpoints import AtomicCheckpointIO, CheckpointWriteError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a short write (EFBIG) instead of a killing signal
+resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before)}, resource.RLIM_INFINITY))
+try:
+    AtomicCheckpointIO().save_checkpoint({{"global_step": 10, "w": torch.zeros(100_000)}}, {str(last)!r})
+except CheckpointWriteError as error:
+    print(error)
+"""
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{last}: cannot write the checkpoint of step 10: File too large (EFBIG)" in result.stdout
+    assert "the previous checkpoint is kept" in result.stdout
+    assert last.read_bytes() == before and sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, small file system (tmpfs) at tmp_path/disk: a full disk, not a simulated error. Needs root."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                             text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+    yield disk, resize
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_full_disk_never_truncates_a_checkpoint(corpus, cache, tmp_path, small_disk):
+    """The save wrote a temporary file in /tmp and copied it over last.ckpt: a disk filling up during the copy
+    left a truncated last.ckpt, which a relaunch then failed to load. Now the write goes to a temporary file in
+    the checkpoint's own folder, swapped in only when whole."""
+    disk, resize = small_disk
+    steps = [*PRETRAIN, f"corpus.paths={corpus}", "trainer.max_steps=10", "trainer.val_check_interval=10",
+             "trainer.checkpoint_every_n_steps=5"]
+    env = {**os.environ, **ENV, "PLMBENCH_CACHE": str(cache)}
+
+    def pretrain_on(run_dir: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "plmbench.cli", "pretrain", *steps, f"hydra.run.dir={run_dir}"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    probe = pretrain_on(tmp_path / "probe")  # the size of one checkpoint of this model
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    size = (tmp_path / "probe" / "checkpoints" / "last.ckpt").stat().st_size
+    run_dir, last = disk / "run", disk / "run" / "checkpoints" / "last.ckpt"
+
+    def outcome(result: subprocess.CompletedProcess) -> str:
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and lines[-1].startswith("plmbench: error: "), result.stderr[-3000:]
+        assert "Traceback" not in result.stderr and not list(last.parent.glob(".*partial*"))  # nothing left over
+        return lines[-1]
+
+    # A disk with room for half a checkpoint: the first save fails and leaves no file (it left a truncated one).
+    resize(size * 3 // 2)
+    (disk / "filler").write_bytes(b"\0" * size)
+    line = outcome(pretrain_on(run_dir))
+    assert f"{last}: cannot write the checkpoint of step 5: No space left on device (ENOSPC)" in line, line
+    assert line.endswith("there is no earlier checkpoint") and not last.exists()
+
+    # Room for one checkpoint: step 5 is saved, step 10 cannot be, and step 5 stays whole.
+    (disk / "filler").unlink()
+    line = outcome(pretrain_on(run_dir))
+    assert f"{last}: cannot write the checkpoint of step 10: No space left on device" in line, line
+    assert line.endswith("the previous checkpoint is kept")
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 5
+
+    # Space freed: the relaunch resumes from step 5 and finishes.
+    resize(size * 3)
+    again = pretrain_on(run_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed_at_steps"] == [5]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 10
+
+
 # ------------------------------------------------------------------------------------------ sweeps
 
 

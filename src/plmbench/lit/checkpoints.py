@@ -3,17 +3,23 @@
 Fine-tuning, export and resume read only that path, so it must always hold the run's latest step. Lightning's
 ModelCheckpoint(save_last=True) does not guarantee it: when the file exists but is not one it wrote in this process
 (written after a validation, or a run directory that was copied or resumed), its version counter writes the final
-step to `last-v1.ckpt` and leaves `last.ckpt` stale. LastCheckpoint writes the one path itself.
+step to `last-v1.ckpt` and leaves `last.ckpt` stale. LastCheckpoint writes the one path itself, and
+AtomicCheckpointIO writes it whole or not at all.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from pathlib import Path
 
+import torch
 from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from plmbench import termination
+from plmbench.errors import UserError
 
 
 class LastCheckpoint(Checkpoint):
@@ -59,6 +65,44 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer, pl_module):
         if int(trainer.global_step) != self.saved_step:
             self.save(trainer)
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (full disk, quota, read-only folder); the previous one is kept."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint whole or not at all, so that the previous one survives a full disk or a kill.
+
+    Lightning's TorchCheckpointIO writes a temporary file where fsspec puts it (/tmp) and then copies it over the
+    target: when the target's disk fills up during the copy, last.ckpt is left truncated and the good checkpoint
+    it replaced is gone. Here the temporary file is in the target's own folder (a rename across file systems is
+    a copy), flushed and fsynced before os.replace swaps it in, and removed if anything fails."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")  # one fixed name: a kill mid-write leaves one stray file
+        payload = io.BytesIO()  # serialised first, as Lightning does: a disk error is then a plain OSError
+        torch.save(checkpoint, payload)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as out:
+                out.write(payload.getbuffer())
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, path)
+            fsync_dir(path.parent)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            kept = "the previous checkpoint is kept" if path.exists() else "there is no earlier checkpoint"
+            raise CheckpointWriteError(
+                f"{path}: cannot write the checkpoint of step {checkpoint.get('global_step', '?')}: "
+                f"{error.strerror or error} ({errno.errorcode.get(error.errno, error.errno)}); {kept}") from None
+        except BaseException:  # Terminated, KeyboardInterrupt: the target stays as it was
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def fsync_dir(folder: Path) -> None:

@@ -57,7 +57,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
-    from plmbench.lit.checkpoints import LastCheckpoint
+    from plmbench.lit.checkpoints import AtomicCheckpointIO, LastCheckpoint
 
     t = cfg.trainer
     checkpoints = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", int(t.checkpoint_every_n_steps))
@@ -70,7 +70,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
         num_nodes=t.num_nodes, strategy=t.strategy, precision=cfg.impl.precision,
         log_every_n_steps=int(t.log_every_n_steps), logger=logger, default_root_dir=str(run_dir),
         callbacks=[*callbacks, checkpoints, *([bar()] if bar else [])], enable_progress_bar=bar is not None,
-        use_distributed_sampler=False, enable_model_summary=False)
+        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_model_summary=False)
 
 
 def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None, in_worker: bool = False) -> dict:
