@@ -15,8 +15,9 @@ from plmbench.sweep.store import ResultsStore
 from plmbench.tables.references import load_experiment
 
 # experiment -> (pre-training cells, units per cell at smoke: intrinsic + tasks x seeds [+ tasks x ks x seeds])
-NEW = {"bert_vs_roberta": (2, 4), "electra_vs_mlm": (3, 4), "elmo_gpt_bert": (3, 4), "gpt_shots": (1, 1 + 5 + 15)}
-SCALES = ("smoke", "mini", "paper")
+NEW = {"bert_vs_roberta": (2, 4), "electra_vs_mlm": (3, 4), "elmo_gpt_bert": (3, 4), "gpt_shots": (1, 1 + 5 + 15),
+       "transfer_glue": (2, 1 + 5 * 3)}
+SCALES = ("smoke", "cpu", "mini", "paper")
 
 
 def cells(experiment: str, scale: str) -> list:
@@ -147,3 +148,15 @@ def test_gpt_shots_micro_sweep_records_every_k_and_the_fine_tuned_run(micro_gpt,
     monkeypatch.setattr(units_module, "run_shots_unit", refuse)
     sweep.main(micro_gpt)
     assert len(ResultsStore(tmp_path / "results" / "gpt_shots" / "records.jsonl").records()) == 4
+
+
+def test_transfer_glue_fine_tunes_table4s_cell_at_cpu_scale():
+    """The pre-trained row is Table 4's E = H not-shared cell (one lineage: trained once); the control has 0 steps."""
+    from plmbench.sweep.lineage import cell_id
+
+    table4 = {tuple(cell): cfg for cell, cfg in cells("albert_table4", "cpu")}
+    transfer = {cell[0]: cfg for cell, cfg in cells("transfer_glue", "cpu")}
+    shared = table4[("embedding=e768", "sharing=none")]
+    assert cell_id(transfer["+recipe=pretrained"]) == cell_id(shared)
+    assert int(transfer["+recipe=untrained"].trainer.max_steps) == 0
+    assert transfer["+recipe=pretrained"].sweep.task_source == "local"

@@ -40,6 +40,10 @@ COLUMNS: dict[str, Column] = {
     "sst2": Column("SST-2", "sst2", ("accuracy",), 100.0),
     "race": Column("RACE", "race", ("accuracy",), 100.0),
     "rte": Column("RTE", "rte", ("accuracy",), 100.0),
+    "cola": Column("CoLA (MCC)", "cola", ("matthews_correlation",), 100.0),
+    "mrpc_f1": Column("MRPC F1", "mrpc", ("f1",), 100.0),
+    "mrpc_acc": Column("MRPC acc", "mrpc", ("accuracy",), 100.0),
+    "stsb": Column("STS-B (Pearson)", "stsb", ("pearson",), 100.0),
     "avg": Column("Avg"),
 }
 AVG_PARTS = ("squad_v1_f1", "squad_v1_em", "squad_v2_f1", "squad_v2_em", "mnli", "sst2", "race")
