@@ -75,10 +75,10 @@ CASES = {
     # Unknown options of optional groups, which Hydra drops silently (scale=smokee trained ALBERT-base).
     "unknown scale (optional group)": (
         f"pretrain {TINY} scale=smokee",
-        ["scale=smokee: no such option", "did you mean scale=smoke?", "allowed: mini, paper, smoke"]),
+        ["scale=smokee: no such option", "did you mean scale=smoke?", "; allowed: ", "mini, paper, smoke"]),
     "unknown scale in a sweep": (
         "sweep experiment=micro scale=smokee",
-        ["scale=smokee: no such option", "allowed: mini, paper, smoke"]),
+        ["scale=smokee: no such option", "; allowed: ", "mini, paper, smoke"]),
     "unknown experiment": (
         "describe experiment=albertt",
         ["experiment=albertt: no such option", "did you mean experiment=albert?", "micro"]),
