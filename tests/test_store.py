@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from plmbench.sweep.store import ResultsStore, StoreError, drop_secrets, is_secret_key
+from plmbench.safety import drop_secrets, is_secret_key
+from plmbench.sweep.store import ResultsStore, StoreError
 
 
 def record(unit: str, status: str = "ok", **extra) -> dict:

@@ -41,10 +41,10 @@ from plmbench.distill.run import (
 from plmbench.distill.students import StudentMLM, count_parameters, shape_of
 from plmbench.errors import load_weights_only
 from plmbench.models.config import ModelConfig
+from plmbench.safety import drop_secrets  # no API keys reach the records
 from plmbench.sweep.lineage import LINEAGE_VERSION, cell_id, digest, unit_id
 from plmbench.sweep.runner import sweep_seeds
 from plmbench.sweep.store import ResultsStore
-from plmbench.sweep.store import drop_secrets as scrub  # no API keys reach the records
 
 log = logging.getLogger(__name__)
 TEACHER = "teacher"
@@ -317,7 +317,7 @@ class DistillationSweep:
                             best_epoch=result["best_epoch"], epochs=result["epochs"],
                             params={"backbone": count_parameters(module.model.backbone)},
                             shape=shape_of(module.model.config), wall_seconds=result["wall_seconds"],
-                            config=scrub(OmegaConf.to_container(setup.cfg, resolve=True)))
+                            config=drop_secrets(OmegaConf.to_container(setup.cfg, resolve=True)))
             except Exception as error:  # noqa: BLE001 - recorded, and the sweep goes on
                 log.error("%s on %s (seed %d) failed:\n%s", model, task, seed, traceback.format_exc())
                 if unit not in self.done:

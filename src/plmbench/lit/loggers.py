@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from plmbench.sweep.store import drop_secrets as scrub  # W&B keys never reach logs, results or tables
+from plmbench.safety import drop_secrets, wandb_settings  # W&B keys never reach logs, results or tables
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
             mode = "offline"
         logger = WandbLogger(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
                              name=name, group=group, job_type=job_type, tags=tags, mode=mode,
-                             save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()), config=scrub(config),
+                             save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()), config=drop_secrets(config),
                              settings=wandb_settings())
         _ = logger.experiment  # create the run now, inside this try
         return logger
@@ -43,15 +43,8 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
 
 
-def wandb_settings():
-    """x_disable_meta: W&B's system metadata records the command line, where an override may hold a secret."""
-    import wandb
-
-    return wandb.Settings(init_timeout=60, silent=True, console="off", x_disable_meta=True)
-
-
 def save_config(cfg, path: Path) -> None:
     """A run's resolved config.yaml, without secret-named keys (logger.api_key=...): run directories get shared."""
     from omegaconf import OmegaConf
 
-    OmegaConf.save(OmegaConf.create(scrub(OmegaConf.to_container(cfg, resolve=True))), path)
+    OmegaConf.save(OmegaConf.create(drop_secrets(OmegaConf.to_container(cfg, resolve=True))), path)

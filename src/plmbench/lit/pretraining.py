@@ -20,7 +20,7 @@ from plmbench.lit.ddp_worker import launched_by_cluster, run_in_worker, world_si
 from plmbench.lit.loggers import build_logger, save_config
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.objectives import check_objective
-from plmbench.sweep.store import check_store_name
+from plmbench.safety import check_plain_name
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def validate_pretrain(cfg: DictConfig) -> None:
     for key in ("name", "results"):  # each names a directory under results/: never a path out of it
         value = OmegaConf.select(cfg, f"experiment.{key}")
         if value is not None:
-            check_store_name(f"experiment.{key}", str(value))
+            check_plain_name(f"experiment.{key}", str(value))
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from plmbench import paths
 from plmbench.configuration import CONF_DIR, compose
-from plmbench.lit.loggers import scrub
+from plmbench.safety import drop_secrets
 from plmbench.sweep.lineage import cell_id, unit_id
 from plmbench.sweep.progress import SweepProgress
 from plmbench.sweep.store import ResultsStore
@@ -144,7 +144,7 @@ class CellRunner:
                            "metrics": metrics.get("validation", {}), **self._counts(counts),
                            **self._pretrain_costs(metrics, counts),
                            "curve": metrics.get("curve", []),  # every validation: results/<exp>/curves.png
-                           "config": scrub(OmegaConf.to_container(self.cfg, resolve=True))})
+                           "config": drop_secrets(OmegaConf.to_container(self.cfg, resolve=True))})
         return result
 
     def _finetune_overrides(self, task: str, seed: int) -> list[str]:
@@ -220,7 +220,7 @@ class CellRunner:
                       "pretrain_costs": self._pretrain_costs(pretrain["metrics"], pretrain["counts"]),
                       "finetune": {k: metrics.get(k) for k in ("best_epoch", "wall_seconds", "primary", "max_length",
                                                           "max_length_capped_from")},
-                      "config": scrub(OmegaConf.to_container(ft, resolve=True)) if ft is not None else {}})
+                      "config": drop_secrets(OmegaConf.to_container(ft, resolve=True)) if ft is not None else {}})
 
     @staticmethod
     def _counts(counts: dict) -> dict:

@@ -15,52 +15,18 @@ import fcntl
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 from plmbench.errors import UserError
+from plmbench.safety import check_plain_name, drop_secrets
 
 log = logging.getLogger(__name__)
 
 DONE_STATUSES = ("ok", "failed")  # a unit with either is not run again by a resumed sweep
-SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
 
 
 class StoreError(UserError):
     """The store cannot be written (disk full, unwritable directory); the message names the path and the reason."""
-
-
-def _words(name: str) -> list[str]:
-    """`wandb_api_key` -> [wandb, api, key]; `authToken` -> [auth, token]."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
-    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
-
-
-def is_secret_key(name: str) -> bool:
-    """A key whose words include key/token/secret/password. Whole words only: `tokenizer` or `tokens_seen` stay, and
-    so does a rate `per token` (`train_flops_per_token`), which names a unit, not a credential."""
-    words = _words(name)
-    return any(word in SECRET_WORDS and not (word == "token" and i and words[i - 1] == "per")
-               for i, word in enumerate(words))
-
-
-def drop_secrets(value):
-    """A copy of `value` without any mapping entry whose key names a secret, at any depth."""
-    if isinstance(value, dict):
-        return {k: drop_secrets(v) for k, v in value.items() if not is_secret_key(k)}
-    if isinstance(value, (list, tuple)):
-        return [drop_secrets(v) for v in value]
-    return value
-
-
-STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def check_store_name(key: str, name: str) -> str:
-    """An experiment's results live in results/<name>/: a plain name, never a path (`../../etc`, `/tmp/x`)."""
-    if not STORE_NAME.fullmatch(name) or ".." in name:
-        raise StoreError(f"{key}={name!r}: must be a plain name (letters, digits, '_', '-', '.'), not a path")
-    return name
 
 
 def _reason(error: OSError) -> str:
@@ -80,7 +46,7 @@ class ResultsStore:
     def for_experiment(cls, experiment: str, results_dir: str | Path | None = None) -> ResultsStore:
         from plmbench.paths import results_root
 
-        return cls(Path(results_dir or results_root()) / check_store_name("experiment", experiment) / "records.jsonl")
+        return cls(Path(results_dir or results_root()) / check_plain_name("experiment", experiment) / "records.jsonl")
 
     def exists(self) -> bool:
         return self.path.is_file()

@@ -198,9 +198,7 @@ def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: di
         if mode == "online" and not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
             log.warning("logger.mode=online but no W&B credentials found: logging the summary offline")
             mode = "offline"
-        from plmbench.lit.loggers import (
-            wandb_settings,  # no command line in W&B metadata: it may hold secrets
-        )
+        from plmbench.safety import wandb_settings  # no command line in W&B metadata: it may hold secrets
 
         where = logger_cfg.get("dir") or os.environ.get("WANDB_DIR")  # explicit: wandb caches settings per process
         extra = {"dir": str(Path(where).resolve())} if where else {}
