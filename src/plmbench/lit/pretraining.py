@@ -6,9 +6,13 @@ directory that already holds checkpoints/last.ckpt is resumed from it: same step
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from plmbench import termination
 from plmbench.errors import UnsafeCheckpointError, refusal
-from plmbench.lit.ddp_worker import launched_by_cluster, run_in_worker, world_size
 from plmbench.lit.loggers import build_logger, save_config
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.objectives import check_objective
@@ -50,6 +53,27 @@ def validate_pretrain(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, f"experiment.{key}")
         if value is not None:
             check_plain_name(f"experiment.{key}", str(value))
+
+
+def world_size(cfg: DictConfig) -> int:
+    devices = cfg.trainer.devices
+    per_node = int(devices) if str(devices).isdigit() else 1  # "auto"/-1 on one device count as 1 here
+    return per_node * int(cfg.trainer.num_nodes)
+
+
+def launched_by_cluster() -> bool:
+    """SLURM (srun) and torchrun start every rank themselves: then the current process is already a rank."""
+    return "LOCAL_RANK" in os.environ or ("SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1)
+
+
+def run_in_worker(cfg: DictConfig, run_dir: Path) -> dict:
+    """Runs the pre-training in a fresh Hydra-free process (plmbench.lit.ddp_worker) that Lightning can relaunch
+    per rank."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "launch_config.yaml"
+    save_config(cfg, config_path)  # secrets dropped: nothing in a run reads them
+    subprocess.run([sys.executable, "-m", "plmbench.lit.ddp_worker", str(config_path), str(run_dir)], check=True)
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
@@ -153,8 +177,6 @@ def _stopped(cfg: DictConfig, run_dir: Path, trainer, module, metrics, logger) -
 
 
 def _read(run_dir: Path) -> dict:
-    import json
-
     return json.loads((run_dir / "metrics.json").read_text())
 
 
