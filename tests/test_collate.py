@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from plmbench.data.collate import PretrainCollator, pad_sequences
 from plmbench.data.instances import build_instances
+from plmbench.data.masking import IGNORE_INDEX, Masker
 from plmbench.data.tokenizer import get_tokenizer
-from plmbench.objectives.masking import IGNORE_INDEX, Masker
 from test_tokenizer import WikiText
 
 CONF = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "pretrain.yaml")

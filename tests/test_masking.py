@@ -10,9 +10,9 @@ import torch
 
 from plmbench.configuration import compose
 from plmbench.data.collate import pad_sequences
+from plmbench.data.masking import IGNORE_INDEX, Masker
 from plmbench.data.tokenizer import get_tokenizer, word_start_mask
 from plmbench.lit.pretrain_data import PretrainData
-from plmbench.objectives.masking import IGNORE_INDEX, Masker
 from test_tokenizer import WikiText
 
 LENGTH = 128

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from plmbench.configuration import compose
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.lit.pretrain_data import PretrainData
-from plmbench.objectives.masking import IGNORE_INDEX
 
 BATCH, LIMIT = 16, 2  # trainer.batch_size and the limit_val_batches the sweeps use at small scale
 

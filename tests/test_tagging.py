@@ -12,8 +12,8 @@ from seqeval.metrics import f1_score
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from plmbench.data.corpora import build_corpus
+from plmbench.data.features import TaggingCollator, build_features
 from plmbench.data.tagging_decoding import decode_tags, score_tagging
-from plmbench.data.tagging_features import TaggingCollator, build_tagging_features
 from plmbench.data.tasks import FAMILIES, conll, load_task
 from plmbench.data.tasks.errors import DataError
 from plmbench.data.tokenizer import SpecialTokens, get_tokenizer
@@ -120,12 +120,12 @@ def test_labels_sit_on_first_word_pieces(wordpiece):
     tokenizer, special = wordpiece
     rows = tagging_rows([{"id": "0", "document": 0, "tokens": ["John", "lives", "in", "Yorkshire", "."],
                           "tags": ["B-PER", "O", "O", "B-LOC", "O"]}])
-    row = build_tagging_features(rows, tokenizer, special, TASK)[0]
+    row = build_features(rows, tokenizer, special, TASK)[0]
     assert tokenizer.decode(row["input_ids"], skip_special_tokens=False).split() == \
         ["[CLS]", "john", "lives", "in", "york", "##shire", ".", "[SEP]"]
     assert row["labels"] == [-100, 1, 0, 0, 5, -100, 0, -100]  # B-PER=1, O=0, B-LOC=5 on first pieces only
     assert row["word_ids"] == [-1, 0, 1, 2, 3, 3, 4, -1]
-    short = build_tagging_features(rows, tokenizer, special, {**TASK, "max_length": 5})[0]
+    short = build_features(rows, tokenizer, special, {**TASK, "max_length": 5})[0]
     assert short["word_ids"] == [-1, 0, 1, 2, -1]
     logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 0, 0, 0]), 9).float().numpy()
     assert decode_tags(logits, short["word_ids"], 5, LABELS) == ["B-PER", "O", "O", "O", "O"]  # cut words: O
@@ -139,7 +139,7 @@ def test_byte_level_bpe_marks_every_word_start(tmp_path, shared_data, monkeypatc
     words = ["Peter", "Blackburn", "rejects", "B.V.", "1996-08-22", "."]
     rows = tagging_rows([{"id": "0", "document": 0, "tokens": words, "tags": ["B-PER", "I-PER", "O", "B-ORG",
                                                                                 "O", "O"]}])
-    row = build_tagging_features(rows, tokenizer, special, TASK)[0]
+    row = build_features(rows, tokenizer, special, TASK)[0]
     pieces = [tokenizer.id_to_token(i) for i in row["input_ids"]]
     firsts = [i for i, label in enumerate(row["labels"]) if label != -100]
     assert len(firsts) == len(words) and all(pieces[i].startswith("Ġ") for i in firsts)  # " word" as in text
@@ -179,7 +179,7 @@ def test_a_tagger_learns_a_small_corpus(wordpiece, tmp_path):
     text = CONLL + "\nJohn NNP I-NP I-PER\nlives VBZ I-VP O\nin IN I-PP O\n" \
         "Yorkshire NNP I-NP I-LOC\n. . O O\n"
     rows = tagging_rows(conll.read_local(write(tmp_path, text), TASK, "error"))
-    features = build_tagging_features(rows, tokenizer, special, TASK)
+    features = build_features(rows, tokenizer, special, TASK)
     collate = TaggingCollator(special)
     batch = collate(features.select_columns(["input_ids", "token_type_ids", "labels"]).to_list())
     assert batch["labels"].shape == batch["input_ids"].shape and int((batch["labels"] != -100).sum()) == 15

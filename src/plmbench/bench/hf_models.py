@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.models import hf_mapping
-from plmbench.models.heads import IGNORE
 
 HF_ATTENTION = "sdpa"
 SENTENCE_ARGUMENT = {"AlbertForPreTraining": "sentence_order_label", "BertForPreTraining": "next_sentence_label"}
@@ -69,7 +69,7 @@ class HFReplacedTokenDetection(nn.Module):
         input_ids, labels, mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
         types = batch.get("token_type_ids")
         generated = self.generator(input_ids=input_ids, attention_mask=mask, token_type_ids=types, labels=labels)
-        selected = labels != IGNORE
+        selected = labels != IGNORE_INDEX
         with torch.no_grad():
             probs = F.softmax(generated.logits[selected].float(), -1)
             sampled = self.sample(probs)

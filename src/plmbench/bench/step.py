@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from plmbench.bench.hf_models import build_hf_pretraining
 from plmbench.configuration import compose
+from plmbench.data.masking import Masker
 from plmbench.data.tokenizer import BYTEBPE_SPECIALS, WORDPIECE_SPECIALS, SpecialTokens
 from plmbench.impl import (
     apply_threads,
@@ -39,7 +40,6 @@ from plmbench.impl import (
 )
 from plmbench.models.config import ModelConfig
 from plmbench.objectives import build_objective
-from plmbench.objectives.masking import Masker
 from plmbench.optim import build_optimizer
 
 MODELS = ("albert", "bert", "electra", "gpt")  # options of the `model` config group with an HF baseline

@@ -14,8 +14,8 @@ from itertools import chain
 import numpy as np
 import torch
 
+from plmbench.data.masking import IGNORE_INDEX, Masker
 from plmbench.data.tokenizer import SpecialTokens
-from plmbench.objectives.masking import IGNORE_INDEX, Masker
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], value: int, length: int, dtype=np.int64) -> np.ndarray:

@@ -13,6 +13,12 @@ does not depend on the tokenizer's post-processor.
   token, or at [CLS] (index 0) when the answer is not wholly inside the window or the question has none.
 - multiple_choice (RACE): one input per option, A = the article, B = the question with the option in its blank
   ("_") or appended (ALBERT's run_race.py); B keeps its last max_qa_length tokens, the article is cut to fit.
+- tagging (CoNLL-2003): A = the sentence's words, encoded as pre-split input (`is_pretokenized`) so that the
+  tokenizer's `word_ids` say which word every piece comes from. As BERT tags CoNLL-2003, the first piece of a word
+  carries the word's label id; its other pieces, [CLS], [SEP] and padding carry IGNORE_INDEX, which the loss
+  ignores. `word_ids` is kept per input (-1 on special tokens) so that predictions map back to words; a sentence
+  longer than max_length loses its last pieces, and the words they held are predicted "O" when decoding
+  (plmbench.data.tagging_decoding).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from tokenizers import Tokenizer
 
 from plmbench.data.collate import pad_sequences
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.data.tokenizer import SpecialTokens
 
 CLS_INDEX = 0  # where an impossible or out-of-window answer points
@@ -159,11 +166,43 @@ def _span_features(rows: dict, tokenizer: Tokenizer, special: SpecialTokens, tas
     return out
 
 
-def _tagging_features(rows: dict, tokenizer: Tokenizer, special: SpecialTokens, task: Mapping) -> dict:
-    # Imported at call time: plmbench.data.tagging_features imports this module (FeatureCollator).
-    from plmbench.data.tagging_features import tagging_features
+NO_WORD = -1  # word_ids of [CLS] and [SEP]
 
-    return tagging_features(rows, tokenizer, special, task)
+
+def label_ids(task: Mapping) -> dict[str, int]:
+    labels = list(task.get("labels") or [])
+    if len(labels) != int(task["num_labels"]):
+        raise FeatureError(f"task.labels has {len(labels)} tags but task.num_labels={task['num_labels']}")
+    return {tag: i for i, tag in enumerate(labels)}
+
+
+def align_labels(word_ids: list[int | None], tags: list[str], ids: Mapping[str, int]) -> list[int]:
+    """Per piece: the word's label id on its first piece, -100 on later pieces and on pieces of no word."""
+    out, previous = [], None
+    for word in word_ids:
+        out.append(IGNORE_INDEX if word is None or word == previous else ids[tags[word]])
+        previous = word
+    return out
+
+
+def tagging_features(rows: dict, tokenizer: Tokenizer, special: SpecialTokens, task: Mapping) -> dict:
+    """A batch of {tokens, tags} rows -> input_ids, token_type_ids, labels, word_ids."""
+    ids = label_ids(task)
+    room = int(task["max_length"]) - 2
+    out = {"input_ids": [], "token_type_ids": [], "labels": [], "word_ids": []}
+    for words, tags, encoding in zip(rows["tokens"], rows["tags"],
+                                     tokenizer.encode_batch(rows["tokens"], is_pretokenized=True,
+                                                            add_special_tokens=False)):
+        unknown = sorted(set(tags) - set(ids))
+        if unknown:
+            raise FeatureError(f"tag {unknown[0]!r} is not one of task.labels ({', '.join(ids)})")
+        word_ids = encoding.word_ids[:room]
+        input_ids, types = assemble(encoding.ids[:room], None, special)
+        out["input_ids"].append(input_ids)
+        out["token_type_ids"].append(types)
+        out["labels"].append([IGNORE_INDEX, *align_labels(word_ids, tags, ids), IGNORE_INDEX])
+        out["word_ids"].append([NO_WORD, *(NO_WORD if w is None else w for w in word_ids), NO_WORD])
+    return out
 
 
 BUILDERS = {
@@ -171,7 +210,7 @@ BUILDERS = {
     "regression": _sentence_features,
     "span": _span_features,
     "multiple_choice": _choice_features,
-    "tagging": _tagging_features,  # CoNLL-2003 NER: one label per word, on its first piece
+    "tagging": tagging_features,  # CoNLL-2003 NER: one label per word, on its first piece
 }
 
 
@@ -218,4 +257,16 @@ class FeatureCollator:
         for key in ("labels", "start_positions", "end_positions"):
             if key in rows[0]:
                 batch[key] = torch.tensor([row[key] for row in rows])
+        return batch
+
+
+class TaggingCollator(FeatureCollator):
+    """FeatureCollator's padded inputs, with the per-piece labels padded with -100 to the same length."""
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        labels = [row["labels"] for row in rows] if "labels" in rows[0] else None
+        batch = super().__call__([{k: v for k, v in row.items() if k not in ("labels", "word_ids")} for row in rows])
+        if labels is not None:
+            length = batch["input_ids"].shape[1]
+            batch["labels"] = torch.from_numpy(pad_sequences(labels, IGNORE_INDEX, length))
         return batch

@@ -47,8 +47,8 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from tokenizers import Tokenizer
 
 from plmbench import paths
+from plmbench.data.masking import Masker
 from plmbench.data.tokenizer import Corpus, SpecialTokens, tokenizer_fingerprint, word_start_mask
-from plmbench.objectives.masking import Masker
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.distill.attention_scores import Trace, last_hidden_only, trace_backbone
 from plmbench.distill.losses import TinyBertLoss
 from plmbench.lit.finetune_module import FinetuneModule
 from plmbench.lit.pretrain_module import _rng_state, _set_rng_state
-from plmbench.models.heads import IGNORE
 from plmbench.models.task_heads import TaskModel
 from plmbench.optim import build_optimizer, warmup_linear_decay
 
@@ -75,7 +75,8 @@ class GeneralDistillation(FrozenTeacher, pl.LightningModule):
     def distill_step(self, batch: dict) -> dict:
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
         # Predictions are matched at every real token, masked or not (distiller.py's default,
-        # restrict_ce_to_mask=False); the MLM loss and accuracies count the masked ones (labels != IGNORE).
+        # restrict_ce_to_mask=False); the MLM loss and accuracies count the masked ones
+        # (labels != IGNORE_INDEX).
         real = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
         forward = trace_backbone if self.loss.needs_layers else last_hidden_only
         # The teacher sees what the student sees: a student without segment embeddings (DistilBERT) cannot see
@@ -90,7 +91,7 @@ class GeneralDistillation(FrozenTeacher, pl.LightningModule):
         labels = labels[real]  # one per logits row
         out = self.loss(student, teacher, mask, student_logits, teacher_logits, labels)
         if student_logits is not None:
-            masked = labels != IGNORE
+            masked = labels != IGNORE_INDEX
             out["mlm_correct"] = (student_logits[masked].argmax(-1) == labels[masked]).sum()
             out["teacher_mlm_correct"] = (teacher_logits[masked].argmax(-1) == labels[masked]).sum()
             out["mlm_count"] = masked.sum()

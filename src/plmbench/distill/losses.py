@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.distill import DistillError
 from plmbench.distill.attention_scores import Trace
-from plmbench.models.heads import IGNORE
 
 DISTILBERT_WEIGHTS = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0}
 TINYBERT_WEIGHTS = {"embedding": 1.0, "hidden": 1.0, "attention": 1.0, "prediction": 1.0}
@@ -105,8 +105,8 @@ def _temperature(value) -> float:
 
 
 class DistilBertLoss(nn.Module):
-    """Needs the last hidden states of both models, and MLM logits at every real token with their labels (IGNORE
-    where the token was not masked): the soft targets count every row, the MLM loss the masked ones."""
+    """Needs the last hidden states of both models, and MLM logits at every real token with their labels
+    (IGNORE_INDEX where the token was not masked): the soft targets count every row, the MLM loss the masked ones."""
 
     needs_layers = False  # the plain SDPA forward is enough
 
@@ -128,7 +128,7 @@ class DistilBertLoss(nn.Module):
         terms = {"cos": cosine_loss(student.last_hidden, teacher.last_hidden, attention_mask)}
         if self.needs_logits:
             terms["ce"] = soft_target_loss(student_logits, teacher_logits, self.temperature)
-            terms["mlm"] = F.cross_entropy(student_logits.float(), labels, ignore_index=IGNORE)
+            terms["mlm"] = F.cross_entropy(student_logits.float(), labels, ignore_index=IGNORE_INDEX)
         total = sum(w[f"alpha_{name}"] * value for name, value in terms.items())
         return {"loss": total, **{f"{name}_loss": value for name, value in terms.items()}}
 

@@ -31,7 +31,13 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from plmbench import metrics as task_metrics
-from plmbench.data.features import MODEL_COLUMNS, FeatureCollator, build_features, span_window
+from plmbench.data.features import (
+    MODEL_COLUMNS,
+    FeatureCollator,
+    TaggingCollator,
+    build_features,
+    span_window,
+)
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
@@ -458,6 +464,5 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
 def collator_for(kind: str):
     """Tagging pads per-piece labels too; every other kind uses the plain feature collator."""
     if kind == "tagging":
-        from plmbench.data.tagging_features import TaggingCollator  # lazy: it imports data.features
         return TaggingCollator
     return FeatureCollator

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 from plmbench.data.collate import PretrainCollator
 from plmbench.data.corpora import build_corpus
 from plmbench.data.instances import build_instances
+from plmbench.data.masking import Masker
 from plmbench.data.tokenizer import get_tokenizer
 from plmbench.lit.sampling import IndexedDataset, ResumableBatches
-from plmbench.objectives.masking import Masker
 
 log = logging.getLogger(__name__)
 INTRINSIC_OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")  # models built with a sentence head (MaskedLM)

@@ -24,8 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from plmbench import metrics as task_metrics
-from plmbench.data.features import FeatureCollator
-from plmbench.data.tagging_features import TaggingCollator
+from plmbench.data.features import FeatureCollator, TaggingCollator
 from plmbench.data.tokenizer import special_tokens
 from plmbench.errors import UserError
 from plmbench.lit import finetune_module

@@ -8,10 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.models.config import ModelConfig
 from plmbench.models.layers import ACTIVATIONS
-
-IGNORE = -100
 
 
 class Pooler(nn.Module):
@@ -43,10 +42,11 @@ class MLMHead(nn.Module):
              cross_entropy=F.cross_entropy):
         """Cross-entropy over predicted positions; returns (loss, logits, labels) for the positions scored."""
         if masked_only:
-            selected = labels != IGNORE
+            selected = labels != IGNORE_INDEX
             hidden, labels = hidden[selected], labels[selected]
         logits = self(hidden)
-        loss = cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
+        loss = cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                             ignore_index=IGNORE_INDEX)
         return loss, logits, labels
 
 

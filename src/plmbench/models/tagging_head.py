@@ -1,6 +1,6 @@
 """Token tagging (NER): a per-token Linear(H, num_labels) on the backbone's states, as BERT tags CoNLL-2003.
 
-Only the first piece of each word carries a label (plmbench.data.tagging_features); the other pieces, special
+Only the first piece of each word carries a label (plmbench.data.features); the other pieces, special
 tokens and padding hold -100 and are ignored by the loss, and the word's tag is read off its first piece.
 """
 
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.models.config import ModelConfig
-from plmbench.models.heads import IGNORE
 
 
 class TaggingHead(nn.Module):
@@ -25,4 +25,5 @@ class TaggingHead(nn.Module):
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         labels = batch["labels"]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.models.config import ModelConfig
 from plmbench.models.elmo import BiLanguageModel, SharedSoftmax
-from plmbench.models.heads import IGNORE
 
 
 class BiLM(nn.Module):
@@ -32,15 +32,17 @@ class BiLM(nn.Module):
         labels = batch.get("labels", input_ids)
         forward_targets = labels[:, 1:]
         # The backward state at a padding position has read the whole sequence: it must predict nothing.
-        backward_targets = labels[:, :-1] if mask is None else labels[:, :-1].masked_fill(mask[:, 1:] == 0, IGNORE)
+        backward_targets = labels[:, :-1] if mask is None else \
+            labels[:, :-1].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)
         forward_loss, forward_correct = self._lm(out.forward[:, :-1], forward_targets)
         backward_loss, backward_correct = self._lm(out.backward[:, 1:], backward_targets)
         loss = (forward_loss + backward_loss) / 2
-        count = (forward_targets != IGNORE).sum() + (backward_targets != IGNORE).sum()
+        count = (forward_targets != IGNORE_INDEX).sum() + (backward_targets != IGNORE_INDEX).sum()
         return {"loss": loss, "lm_loss": loss, "forward_loss": forward_loss, "backward_loss": backward_loss,
                 "lm_correct": forward_correct + backward_correct, "lm_count": count}
 
     def _lm(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.softmax(self.dropout(hidden))
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE)
-        return loss, (logits.argmax(-1) == targets)[targets != IGNORE].sum()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+        return loss, (logits.argmax(-1) == targets)[targets != IGNORE_INDEX].sum()

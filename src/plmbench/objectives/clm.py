@@ -3,9 +3,10 @@
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ModelConfig
-from plmbench.models.heads import IGNORE, CausalLMHead
+from plmbench.models.heads import CausalLMHead
 
 
 class CausalLM(nn.Module):
@@ -24,9 +25,9 @@ class CausalLM(nn.Module):
         logits = self.lm_head(hidden[:, :-1])
         targets = batch.get("labels", batch["input_ids"])[:, 1:]
         loss = self.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                  ignore_index=IGNORE)
+                                  ignore_index=IGNORE_INDEX)
         out = {"loss": loss, "lm_loss": loss}
         if not self.training:  # accuracy is a validation metric: in training, an argmax over every position's
-            valid = targets != IGNORE  # full-vocabulary logits would cost ~5% of a CPU step
+            valid = targets != IGNORE_INDEX  # full-vocabulary logits would cost ~5% of a CPU step
             out.update(lm_correct=(logits.argmax(-1) == targets)[valid].sum(), lm_count=valid.sum())
         return out

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ModelConfig
-from plmbench.models.heads import IGNORE, MLMHead, SentenceHead
+from plmbench.models.heads import MLMHead, SentenceHead
 from plmbench.models.layers import init_weights
 
 
@@ -50,5 +51,5 @@ class MaskedLM(nn.Module):
 
 def mlm_counts(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """Correct and total predicted tokens, for MLM accuracy (ALBERT Table 5's MLM column)."""
-    valid = labels != IGNORE
+    valid = labels != IGNORE_INDEX
     return {"mlm_correct": (logits.argmax(-1) == labels)[valid].sum(), "mlm_count": valid.sum()}

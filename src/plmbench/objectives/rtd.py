@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ModelConfig
-from plmbench.models.heads import IGNORE, DiscriminatorHead, MLMHead
+from plmbench.models.heads import DiscriminatorHead, MLMHead
 from plmbench.models.layers import init_weights
 from plmbench.objectives.mlm import mlm_counts
 
@@ -57,7 +58,7 @@ class ReplacedTokenDetection(nn.Module):
         input_ids, labels = batch["input_ids"], batch["labels"]
         mask, types = batch.get("attention_mask"), batch.get("token_type_ids")
         gen_hidden = self.generator(input_ids, mask, types)
-        selected = labels != IGNORE
+        selected = labels != IGNORE_INDEX
         mlm_loss, logits, picked = self.generator_head.loss(gen_hidden, labels, True, self.cross_entropy)
         with torch.no_grad():
             sampled = sample_tokens(logits)
