@@ -152,7 +152,7 @@ def test_gpt_shots_micro_sweep_records_every_k_and_the_fine_tuned_run(micro_gpt,
 
 def test_transfer_glue_fine_tunes_table4s_cell_at_cpu_scale():
     """The pre-trained row is Table 4's E = H not-shared cell (one lineage: trained once); the control has 0 steps."""
-    from plmbench.sweep.lineage import cell_id
+    from plmbench.lineage import cell_id
 
     table4 = {tuple(cell): cfg for cell, cfg in cells("albert_table4", "cpu")}
     transfer = {cell[0]: cfg for cell, cfg in cells("transfer_glue", "cpu")}

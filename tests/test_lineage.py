@@ -3,7 +3,7 @@
 import pytest
 
 from plmbench.configuration import compose
-from plmbench.sweep.lineage import cell_id
+from plmbench.lineage import cell_id
 
 BASE = ["model=albert", "scale=smoke", "sharing=all", "objective=mlm_sop", "embedding=e128"]
 

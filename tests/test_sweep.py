@@ -6,7 +6,7 @@ import pytest
 
 from plmbench.commands import sweep
 from plmbench.configuration import compose
-from plmbench.sweep.lineage import cell_id
+from plmbench.lineage import cell_id
 from plmbench.sweep.store import ResultsStore
 
 

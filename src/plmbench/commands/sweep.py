@@ -18,9 +18,9 @@ from plmbench import paths
 from plmbench.configuration import CONF_DIR, compose
 from plmbench.grid import grid_axes, grid_cells
 from plmbench.hydra_app import run_app
+from plmbench.lineage import cell_id
 from plmbench.lit.pretraining import validate_pretrain
 from plmbench.models.config import ConfigError
-from plmbench.sweep.lineage import cell_id
 from plmbench.sweep.progress import SweepProgress
 from plmbench.sweep.runner import CellRunner, sweep_seeds, units_per_cell
 from plmbench.sweep.store import ResultsStore

@@ -40,9 +40,9 @@ from plmbench.distill.run import (
 )
 from plmbench.distill.students import StudentMLM, count_parameters, shape_of
 from plmbench.errors import load_weights_only
+from plmbench.lineage import LINEAGE_VERSION, cell_id, digest, unit_id
 from plmbench.models.config import ModelConfig
 from plmbench.safety import drop_secrets  # no API keys reach the records
-from plmbench.sweep.lineage import LINEAGE_VERSION, cell_id, digest, unit_id
 from plmbench.sweep.runner import sweep_seeds
 from plmbench.sweep.store import ResultsStore
 

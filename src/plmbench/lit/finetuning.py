@@ -218,7 +218,7 @@ class Init:
     def lineage_id(self) -> str | None:
         if self.kind != "pretrain_run":
             return None
-        from plmbench.sweep.lineage import cell_id
+        from plmbench.lineage import cell_id
 
         try:
             return cell_id(OmegaConf.load(self.path / "config.yaml"))

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from plmbench import paths
 from plmbench.configuration import CONF_DIR, compose
+from plmbench.lineage import cell_id, unit_id
 from plmbench.safety import drop_secrets
-from plmbench.sweep.lineage import cell_id, unit_id
 from plmbench.sweep.progress import SweepProgress
 from plmbench.sweep.store import ResultsStore
 
