@@ -121,8 +121,8 @@ class CellRunner:
             self._shots(task, k, seed, pretrain)
 
     def _pretrain(self, unit: str, record: bool) -> dict:
-        from plmbench.commands.describe import describe_config
         from plmbench.lit.pretraining import run_pretraining
+        from plmbench.objectives.counting import describe_config
 
         metrics_path = self.cell_dir / "metrics.json"
         failed = None
