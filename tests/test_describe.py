@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from plmbench.commands.describe import describe_config
 from plmbench.configuration import compose
+from plmbench.objectives.counting import describe_config
 
 # ALBERT Table 4, "Parameters" column (millions).
 TABLE4_PARAMS = {

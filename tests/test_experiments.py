@@ -5,11 +5,11 @@ the k-shot runner path runs a micro sweep end to end."""
 import pytest
 
 from plmbench.commands import sweep
-from plmbench.commands.describe import describe_config
 from plmbench.configuration import compose
 from plmbench.grid import grid_axes, grid_cells
 from plmbench.models.config import ModelConfig
 from plmbench.models.elmo import bilm_counts
+from plmbench.objectives.counting import describe_config
 from plmbench.sweep.runner import units_per_cell
 from plmbench.sweep.store import ResultsStore
 from plmbench.tables.references import load_experiment

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from plmbench.commands.describe import describe_config
+from plmbench.objectives.counting import describe_config
 
 
 def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32, size: int | None = None,
