@@ -35,14 +35,14 @@ def count_backbone(config: ModelConfig) -> dict:
         "projection_params": projection,
         "encoder_params_unique": _numel(backbone.layers) + final_norm,
         "executed_params": embedding + projection + executed_layers + final_norm,
-        "executedmatmul_weights": executed_matmul,
+        "executed_matmul_weights": executed_matmul,
     }
 
 
-def flops_per_token(config: ModelConfig, seq_len: int, executedmatmul_weights: int,
-                    headmatmul_weights: int = 0, head_fraction: float = 1.0) -> dict:
+def flops_per_token(config: ModelConfig, seq_len: int, executed_matmul_weights: int,
+                    head_matmul_weights: int = 0, head_fraction: float = 1.0) -> dict:
     """Training FLOPs per token: 6 x executed matmul weights (forward 2, backward 4) + attention scores and mixing
     (12 L H T: forward QK^T and AV are 2 T H each per layer) + heads at the fraction of tokens they run on."""
-    backbone = 6 * executedmatmul_weights + 12 * config.num_layers * config.hidden_size * seq_len
-    heads = 6 * headmatmul_weights * head_fraction
+    backbone = 6 * executed_matmul_weights + 12 * config.num_layers * config.hidden_size * seq_len
+    heads = 6 * head_matmul_weights * head_fraction
     return {"train_flops_per_token_backbone": backbone, "train_flops_per_token": backbone + heads}

@@ -31,7 +31,7 @@ def describe_config(cfg) -> dict:
         full = build_objective(model, objective)
     heads = full.trained_head_modules()
     head_params = sum(p.numel() for h in heads for p in h.parameters() if p is not full.backbone.embeddings.word.weight)
-    flops = flops_per_token(model, seq_len, counts["executedmatmul_weights"])
+    flops = flops_per_token(model, seq_len, counts["executed_matmul_weights"])
     flops["train_flops_per_token"] += _head_flops(model, objective, full, heads, seq_len, mask_rate)
     return {**descriptive, **counts, "params_with_pretraining_heads": counts["backbone_params"] + head_params,
             "seq_len": seq_len, **flops}
@@ -45,7 +45,7 @@ def _head_flops(model: ModelConfig, objective: dict, full, heads: list, seq_len:
         # ELECTRA: the generator encoder runs on every token, its MLM head (dense + tied decoder) on the masked
         # ones, the discriminator head on every token.
         generator = generator_config(model, float(objective.get("generator_size", 0.25)))
-        encoder = flops_per_token(generator, seq_len, count_backbone(generator)["executedmatmul_weights"])
+        encoder = flops_per_token(generator, seq_len, count_backbone(generator)["executed_matmul_weights"])
         decoder = matmul_weights(full.generator_head) + model.vocab_size * model.embedding_size
         return (encoder["train_flops_per_token_backbone"] + 6.0 * decoder * mask_rate
                 + 6.0 * matmul_weights(full.discriminator_head))
