@@ -19,6 +19,7 @@ from plmbench.data.tokenizer import get_tokenizer, save_hf_tokenizer
 from plmbench.models import hf_folder, hf_mapping
 from plmbench.models.config import ModelConfig
 from plmbench.objectives import build_objective
+from plmbench.objectives.hf import objective_from_hf
 from test_tokenizer import WikiText
 
 transformers = pytest.importorskip("transformers")
@@ -152,7 +153,7 @@ def test_export_loads_with_auto_classes_and_round_trips(case, tmp_path):
         # RobertaModel adds a pooler that RobertaForMaskedLM checkpoints (HF's own too) never hold
         pooler = {"pooler.dense.weight", "pooler.dense.bias"} if case == "roberta" else set()
         assert set(base_info["missing_keys"]) == pooler, base_info
-    fresh = hf_folder.objective_from_hf(tmp_path)  # export -> import into a newly built model
+    fresh = objective_from_hf(tmp_path)  # export -> import into a newly built model
     assert fresh.config == model.config
     mine, theirs = model.state_dict(), fresh.state_dict()
     left_out = set(hf_mapping.not_exported(model))
@@ -252,7 +253,7 @@ def test_tokenizer_travels_with_the_export(shared_data, tmp_path, monkeypatch):
     inputs = hf_tokenizer(["The European lobster, Homarus gammarus, is blue.", "It is a lobster."],
                           padding=True, return_tensors="pt")
     assert (inputs["attention_mask"] == 0).any() and (inputs["input_ids"] == special.pad).any()
-    ours = hf_folder.objective_from_hf(tmp_path / "hf").eval()
+    ours = objective_from_hf(tmp_path / "hf").eval()
     with torch.no_grad():
         hidden = ours.backbone(inputs["input_ids"], inputs["attention_mask"])
         logits = hf(**inputs).logits

@@ -147,7 +147,7 @@ def _pretrain_run_model(folder: Path) -> tuple[MaskedLM | nn.Module, DictConfig]
 
 
 def load_teacher(path: str | Path) -> Teacher:
-    from plmbench.models.hf_folder import objective_from_hf
+    from plmbench.objectives.hf import objective_from_hf
 
     kind, folder = teacher_kind(path)
     try:

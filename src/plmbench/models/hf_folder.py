@@ -1,12 +1,12 @@
 """Hugging Face model folders (save_pretrained layout) read into plmbench: the HF config and state dict, our Backbone,
-the pooler for fine-tuning heads, or a whole pre-training objective. The name maps live in hf_mapping."""
+or the pooler for fine-tuning heads (a whole pre-training objective: plmbench.objectives.hf). The name maps live in
+hf_mapping."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from plmbench.models.backbone import Backbone
 from plmbench.models.hf_mapping import FAMILIES, HEADS, config_from_hf, fill_tied, from_hf_state_dict
@@ -47,37 +47,3 @@ def pooler_state(state_dict: dict, hf_config) -> dict[str, torch.Tensor]:
         if family == hf_config.model_type and name and f"{name}.weight" in state_dict:
             return {p: state_dict[f"{name}.{p}"] for p in ("weight", "bias")}
     return {}
-
-
-HF_OBJECTIVES = {  # the objective an imported checkpoint's heads belong to
-    "albert": {"name": "mlm_sop", "sentence_task": "sop"},
-    "bert": {"name": "mlm_nsp", "sentence_task": "nsp"},
-    "roberta": {"name": "mlm"},
-    "electra": {"name": "rtd"},
-    "gpt2": {"name": "clm"},
-}
-
-
-def objective_from_hf(path: str | Path) -> nn.Module:
-    """The pre-training objective (backbone and heads) of an export-hf folder, e.g. a distillation teacher.
-
-    ELECTRA reads the discriminator from `path` and the generator from `path/generator`.
-    """
-    from plmbench.objectives import build_objective
-
-    hf_config, state_dict = read_hf_folder(path)
-    config = config_from_hf(hf_config, state_dict)
-    objective = dict(HF_OBJECTIVES[config.family])
-    if objective["name"] == "rtd":
-        gen_hf_config, gen_state = read_hf_folder(Path(path) / "generator")
-        objective["generator_size"] = gen_hf_config.hidden_size / config.hidden_size
-    model = build_objective(config, objective)
-    from_hf_state_dict(model, state_dict, hf_config)
-    if objective["name"] == "rtd":
-        embeddings = {k: v.clone() for k, v in model.backbone.embeddings.state_dict().items()}
-        from_hf_state_dict(model, gen_state, gen_hf_config, part="generator")
-        changed = [k for k, v in model.backbone.embeddings.state_dict().items() if not torch.equal(v, embeddings[k])]
-        if changed:
-            raise ValueError(f"{Path(path) / 'generator'}: its embeddings.{changed[0]} differs from the "
-                             "discriminator's; plmbench's ELECTRA shares the embeddings")
-    return model
