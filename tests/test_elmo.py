@@ -6,11 +6,11 @@ import torch
 from omegaconf import OmegaConf
 
 from plmbench.configuration import compose
+from plmbench.elmo.units import ElmoUnitError, run_elmo_unit
 from plmbench.lit.pretraining import run_pretraining
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.models.elmo import BiLanguageModel, ScalarMix, bilm_counts, reverse_padded
 from plmbench.models.elmo_task import ElmoTaskModel
-from plmbench.models.elmo_units import ElmoUnitError, run_elmo_unit
 from plmbench.objectives.bilm import BiLM
 
 

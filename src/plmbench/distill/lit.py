@@ -21,7 +21,7 @@ from plmbench.data.masking import IGNORE_INDEX
 from plmbench.distill.attention_scores import Trace, last_hidden_only, trace_backbone
 from plmbench.distill.losses import TinyBertLoss
 from plmbench.lit.finetune_module import FinetuneModule
-from plmbench.lit.pretrain_module import _rng_state, _set_rng_state
+from plmbench.lit.pretrain_module import rng_state, set_rng_state
 from plmbench.models.task_heads import TaskModel
 from plmbench.optim import build_optimizer, warmup_linear_decay
 
@@ -141,13 +141,13 @@ class GeneralDistillation(FrozenTeacher, pl.LightningModule):
     # Resuming continues the same random stream (the student's dropout) and token count, as pre-training does.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["plmbench"] = {"tokens_seen": self.tokens_seen, **_rng_state()}
+        checkpoint["plmbench"] = {"tokens_seen": self.tokens_seen, **rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("plmbench", {})
         self.tokens_seen = state.get("tokens_seen", 0)
-        _set_rng_state(state)
+        set_rng_state(state)
 
 
 # ------------------------------------------------------------------------------------------ task-specific

@@ -205,7 +205,7 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
     """General distillation of `cfg.distill.teacher` into a new student in `run_dir` (resumed from its last.ckpt);
     returns metrics.json: first/last loss, held-out loss terms and MLM accuracies, student and teacher sizes."""
     from plmbench.lit.loggers import build_logger, save_config
-    from plmbench.lit.pretraining import _finish_logger, build_trainer, fit_resumable
+    from plmbench.lit.pretraining import build_trainer, finish_logger, fit_resumable
 
     settings = distill_settings(cfg)
     run_dir = Path(run_dir)
@@ -235,7 +235,7 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
     metrics = RunMetrics(run_dir / "metrics.json", extra=extra)
     trainer = build_trainer(data_cfg, run_dir, [metrics], logger)
     fit_resumable(trainer, module, data, data_cfg, run_dir, metrics, logger)  # weights_only; SIGTERM: saved
-    _finish_logger(logger)
+    finish_logger(logger)
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -282,7 +282,7 @@ def train_task(setup: TaskSetup, init, seed: int, run_dir: Path, build: Callable
     """Train one model on the task per learning rate of the grid (BERT's protocol); returns (module, result) of
     the rate with the best dev score. `build(lr, total_steps)` makes the module (a FinetuneModule)."""
     from plmbench.data.features import FeatureCollator
-    from plmbench.lit.finetuning import _flat, _loader, _trainer, learning_rates
+    from plmbench.lit.finetuning import flat_metrics, learning_rates, task_loader, task_trainer
 
     cfg, task = setup.cfg, setup.cfg.task
     epochs = int(epochs or (cfg.epochs if cfg.get("epochs") is not None else task.epochs))
@@ -292,16 +292,16 @@ def train_task(setup: TaskSetup, init, seed: int, run_dir: Path, build: Callable
     for lr in learning_rates(task):
         started = time.perf_counter()
         pl.seed_everything(seed, workers=True, verbose=False)
-        train_loader = _loader(setup.train, collate, batch_size, True, seed, workers)
-        eval_loaders = [_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in setup.splits]
+        train_loader = task_loader(setup.train, collate, batch_size, True, seed, workers)
+        eval_loaders = [task_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in setup.splits]
         module = build(lr, epochs * len(train_loader))
         init.load_weights(module.model)
-        trainer = _trainer(cfg, epochs, False, max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader))),
-                           run_dir)
+        log_every = max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader)))
+        trainer = task_trainer(cfg, epochs, False, log_every, run_dir)
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
         split = setup.splits[0].name
         result = {"lr": lr, "seed": seed, "epochs": epochs, "best_epoch": module.best["epoch"],
-                  "best": _flat(module.best["metrics"], split), "history": module.history,
+                  "best": flat_metrics(module.best["metrics"], split), "history": module.history,
                   "primary": {"name": setup.primary, "split": split,
                               "value": module.best["metrics"][split].get(setup.primary)},
                   "score": module.score(module.best["metrics"]), "wall_seconds": time.perf_counter() - started}

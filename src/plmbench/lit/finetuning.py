@@ -327,7 +327,7 @@ def prepare_data(cfg: DictConfig, init: Init, data=None) -> tuple:
     return train, splits, len(train_rows)
 
 
-def _loader(features, collate, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
+def task_loader(features, collate, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
     columns = [c for c in MODEL_COLUMNS if c in features.column_names]
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(features.select_columns(columns), batch_size=batch_size, shuffle=shuffle, generator=generator,
@@ -337,7 +337,7 @@ def _loader(features, collate, batch_size: int, shuffle: bool, seed: int, worker
 # ------------------------------------------------------------------------------------------ runs
 
 
-def _trainer(cfg: DictConfig, epochs: int, logger, log_every: int, run_dir: Path) -> pl.Trainer:
+def task_trainer(cfg: DictConfig, epochs: int, logger, log_every: int, run_dir: Path) -> pl.Trainer:
     from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
     bar = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}.get(cfg.trainer.get("progress_bar", "rich"))
@@ -357,8 +357,8 @@ def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metri
     epochs = int(cfg.epochs if cfg.get("epochs") is not None else task.epochs)
     batch_size, workers = int(task.batch_size), int(cfg.trainer.get("num_workers", 0))
     collate = collator_for(str(task.kind))(init.special)
-    train_loader = _loader(train, collate, batch_size, True, seed, workers)
-    eval_loaders = [_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in splits]
+    train_loader = task_loader(train, collate, batch_size, True, seed, workers)
+    eval_loaders = [task_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in splits]
     total_steps = epochs * len(train_loader)
     primary = primary_metric(task)
     module = FinetuneModule(init.config, OmegaConf.to_container(task, resolve=True), lr, total_steps, splits, metric,
@@ -370,7 +370,8 @@ def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metri
                           f"{logger_meta.get('name', run_dir.name)}-{name}",
                           OmegaConf.to_container(cfg, resolve=True), group=logger_meta.get("group"),
                           job_type="finetune", tags=logger_meta.get("tags"))
-    trainer = _trainer(cfg, epochs, logger, max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader))), run_dir)
+    log_every = max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader)))
+    trainer = task_trainer(cfg, epochs, logger, log_every, run_dir)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
     _finish(logger)
     return {"lr": lr, "seed": seed, "best_epoch": module.best["epoch"], "best": module.best["metrics"],
@@ -396,7 +397,7 @@ def _median_run(runs: list[dict]) -> dict:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def _flat(best: dict, first_split: str) -> dict:
+def flat_metrics(best: dict, first_split: str) -> dict:
     """The first evaluation split's metrics as they are; other splits' as '<split>/<metric>'."""
     flat = dict(best[first_split])
     for split, values in best.items():
@@ -405,14 +406,14 @@ def _flat(best: dict, first_split: str) -> dict:
     return flat
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN (Pearson of constant predictions) becomes null: metrics.json stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -447,7 +448,7 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
         "max_length": int(task.max_length), "max_length_capped_from": capped_from,
         "train_examples": train_rows, "train_inputs": len(train),  # inputs: SQuAD windows, one per row elsewhere
         "eval_examples": {s.name: len(s.examples) for s in splits},
-        "best": _flat(chosen["best"], first_split), "best_epoch": chosen["best_epoch"],
+        "best": flat_metrics(chosen["best"], first_split), "best_epoch": chosen["best_epoch"],
         "best_by_split": chosen["best"],
         "primary": {"name": primary, "split": first_split, "value": chosen["best"][first_split].get(primary),
                     "per_seed": {str(run["seed"]): run["best"][first_split].get(primary) for run in by_lr[lr]}},
@@ -457,8 +458,8 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
         "vocab_size": init.config.vocab_size,
         "wall_seconds": time.perf_counter() - started,
     }
-    write_json_atomic(run_dir / "metrics.json", _json_safe(metrics))
-    return _json_safe(metrics)
+    write_json_atomic(run_dir / "metrics.json", json_safe(metrics))
+    return json_safe(metrics)
 
 
 def collator_for(kind: str):

@@ -49,7 +49,7 @@ class PretrainModule(pl.LightningModule):
 
     def on_validation_epoch_start(self):
         self._val = {name: {"loss": 0.0, "batches": 0} for name in self.val_names}
-        self._train_rng = _rng_state()  # validation (ELECTRA's sampling) must not move training's random stream
+        self._train_rng = rng_state()  # validation (ELECTRA's sampling) must not move training's random stream
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0):
         out = self.model(batch)
@@ -63,7 +63,7 @@ class PretrainModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         if getattr(self, "_train_rng", None) is not None:
-            _set_rng_state(self._train_rng)
+            set_rng_state(self._train_rng)
             self._train_rng = None
         metrics = self.validation_metrics()
         for key, value in metrics.items():
@@ -95,15 +95,15 @@ class PretrainModule(pl.LightningModule):
 
     # Resuming must continue the same stream of random numbers (dropout, generator sampling) and token count.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["plmbench"] = {"tokens_seen": self.tokens_seen, **_rng_state()}
+        checkpoint["plmbench"] = {"tokens_seen": self.tokens_seen, **rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("plmbench", {})
         self.tokens_seen = state.get("tokens_seen", 0)
-        _set_rng_state(state)
+        set_rng_state(state)
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     """The CPU generator, and on GPUs each device's (dropout on CUDA draws from those)."""
     state = {"torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -111,7 +111,7 @@ def _rng_state() -> dict:
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():

@@ -143,7 +143,7 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     fit_resumable(trainer, module, data, cfg, run_dir, metrics, logger)
     if untrained and not last.exists():
         trainer.save_checkpoint(last, weights_only=True)  # what fine-tuning loads, as from any other cell
-    _finish_logger(logger)
+    finish_logger(logger)
     return _read(run_dir)
 
 
@@ -167,7 +167,7 @@ def _stopped(cfg: DictConfig, run_dir: Path, trainer, module, metrics, logger) -
     step, saved = int(trainer.global_step), trainer.checkpoint_callback.saved_step
     if step < int(cfg.trainer.max_steps) and metrics.started:  # a finished run keeps its "finished"
         metrics.write(trainer, module, "stopped", stopped_by="SIGTERM", checkpoint_step=saved)
-    _finish_logger(logger)
+    finish_logger(logger)
     if (run_dir / "checkpoints" / "last.ckpt").exists():
         checkpoint = ("checkpoint saved at this step" if saved == step else
                       f"its checkpoint holds step {saved}" if saved is not None else "its checkpoint is kept")
@@ -180,7 +180,7 @@ def _read(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _finish_logger(logger) -> None:
+def finish_logger(logger) -> None:
     try:
         if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()

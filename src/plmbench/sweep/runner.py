@@ -172,8 +172,8 @@ class CellRunner:
         return unit_id(self._finetune_unit(task, seed), {"shots": int(k)}, seed, settings)
 
     def _finetune(self, task: str, seed: int, pretrain: dict) -> None:
+        from plmbench.elmo.units import run_elmo_unit
         from plmbench.lit.finetuning import run_finetuning
-        from plmbench.models.elmo_units import run_elmo_unit
 
         unit = self._finetune_unit(task, seed)
 

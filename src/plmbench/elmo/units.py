@@ -29,7 +29,7 @@ from plmbench.data.tokenizer import special_tokens
 from plmbench.errors import UserError
 from plmbench.lit import finetune_module
 from plmbench.lit.finetune_module import FinetuneModule
-from plmbench.lit.finetuning import Init, _json_safe, _loader, _trainer, prepare_data, primary_metric
+from plmbench.lit.finetuning import Init, json_safe, prepare_data, primary_metric, task_loader, task_trainer
 from plmbench.lit.loggers import build_logger
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
@@ -110,8 +110,8 @@ def run_elmo_unit(ft_cfg: DictConfig, cell_dir: Path, seed: int, out_dir: Path,
     model.load_pretrained(cell_dir / "checkpoints" / "last.ckpt")
     batch_size, workers = int(task.batch_size), int(ft_cfg.trainer.get("num_workers", 0))
     collate = (TaggingCollator if task.kind == "tagging" else FeatureCollator)(init.special)
-    train_loader = _loader(train, collate, batch_size, True, int(seed), workers)
-    eval_loaders = [_loader(s.features, collate, 2 * batch_size, False, int(seed), workers) for s in splits]
+    train_loader = task_loader(train, collate, batch_size, True, int(seed), workers)
+    eval_loaders = [task_loader(s.features, collate, 2 * batch_size, False, int(seed), workers) for s in splits]
     primary = primary_metric(task)
     module = ElmoFinetuneModule(model, OmegaConf.to_container(task, resolve=True), lr, epochs * len(train_loader),
                                 splits, metric, primary, optim=OmegaConf.to_container(ft_cfg.optim, resolve=True),
@@ -122,8 +122,8 @@ def run_elmo_unit(ft_cfg: DictConfig, cell_dir: Path, seed: int, out_dir: Path,
                           f"{meta.get('name', out_dir.name)}-{name}", OmegaConf.to_container(ft_cfg, resolve=True),
                           group=meta.get("group"), job_type="finetune", tags=meta.get("tags"))
     log_every = max(1, min(int(ft_cfg.trainer.log_every_n_steps), len(train_loader)))
-    _trainer(ft_cfg, epochs, logger, log_every, out_dir).fit(module, train_dataloaders=train_loader,
-                                                             val_dataloaders=eval_loaders)
+    task_trainer(ft_cfg, epochs, logger, log_every, out_dir).fit(module, train_dataloaders=train_loader,
+                                                                 val_dataloaders=eval_loaders)
     first = splits[0].name
     best = module.best["metrics"]
     flat = dict(best[first])
@@ -143,6 +143,6 @@ def run_elmo_unit(ft_cfg: DictConfig, cell_dir: Path, seed: int, out_dir: Path,
         "wall_seconds": time.perf_counter() - started,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
