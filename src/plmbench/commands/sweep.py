@@ -74,13 +74,13 @@ def _replace_experiment(overrides: list[str], extra: list[str]) -> list[str]:
 def _check_published_table(results: str) -> None:
     """experiments/<results>.yaml is read to render the table at the end: a mistake in it fails now, not after
     the grid has trained."""
-    from plmbench.commands.table import _custom_renderer
+    from plmbench.commands.table import custom_renderer
     from plmbench.safety import check_plain_name
     from plmbench.tables.references import load_experiment
 
     check_plain_name("experiment.results", results)  # a plain name before it becomes a path to read
     try:
-        if _custom_renderer(results) is None:
+        if custom_renderer(results) is None:
             load_experiment(results)
     except ValueError as error:
         raise ConfigError(" ".join(str(error).split())) from None

@@ -50,7 +50,7 @@ def main(overrides: list[str]) -> None:
         raise UserError(f"no results store at {store.path}: run the sweep first "
                         f"(`make sweep EXPERIMENT={experiment}`), or point results_dir= at where it wrote")
     records = store.records()
-    renderer = _custom_renderer(experiment)
+    renderer = custom_renderer(experiment)
     paths = (renderer or render_tables)(experiment, records, store.path.parent)
     # a custom renderer's rows are not the published-table rows the compute plot places
     pictures = render_plots(experiment, records, store.path.parent, compute=renderer is None)
@@ -62,7 +62,7 @@ def main(overrides: list[str]) -> None:
         print(f"W&B summary run: {run_dir}" if run_dir else "W&B summary run not logged (see the warning above)")
 
 
-def _custom_renderer(experiment: str):
+def custom_renderer(experiment: str):
     """An experiments/<name>.yaml with `renderer: module:function` renders itself (e.g. distillation's table)."""
     import importlib
 
