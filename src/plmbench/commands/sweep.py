@@ -96,10 +96,12 @@ def _check_tasks(cfg: DictConfig) -> None:
 
 def main(overrides: list[str]) -> None:
     global PROGRESS
-    runner = OmegaConf.select(compose("pretrain", overrides), "experiment.runner")
+    cfg = compose("pretrain", overrides)
+    runner = OmegaConf.select(cfg, "experiment.runner")
     if runner:  # an experiment with a pipeline of its own (e.g. distillation: teacher -> students -> tasks)
         module, function = str(runner).split(":")
-        return getattr(importlib.import_module(module), function)(overrides)
+        getattr(importlib.import_module(module), function)(overrides)
+        return render_table(cfg, str(cfg.experiment.get("results", cfg.experiment.name)))
     results, part_overrides, cells, cfg = plan(overrides)
     store = ResultsStore(paths.results_root() / results / "records.jsonl")
     store.check_writable()  # before any compute
@@ -112,6 +114,11 @@ def main(overrides: list[str]) -> None:
     print(f"[sweep] {results}: {len(cells)} pre-training cells x {per_cell} units; {PROGRESS.line()}", flush=True)
     for part in part_overrides:
         run_app("pretrain", _cell_job, part, multirun=True)
+    render_table(cfg, results)
+
+
+def render_table(cfg: DictConfig, results: str) -> None:
+    """`plmbench table` over the experiment's store, with a W&B summary run when the sweep logs to W&B."""
     from plmbench.commands.table import main as table_main
 
     logger = OmegaConf.to_container(cfg.logger, resolve=True)

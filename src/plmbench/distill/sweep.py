@@ -7,7 +7,7 @@ the table that compares them (conf/experiment/distillation.yaml sets `experiment
 4. per task x seed: the teacher fine-tuned, DistilBERT fine-tuned, TinyBERT distilled on the task from the
    fine-tuned teacher (TinyBERT's second stage).
 Every unit appends one record to results/<experiment>/records.jsonl and is skipped on a rerun; a failed unit is
-recorded with its error and the others go on. The table is rendered at the end (plmbench.distill.table).
+recorded with its error and the others go on. `plmbench sweep` renders the table at the end (plmbench.distill.table).
 """
 
 from __future__ import annotations
@@ -369,8 +369,8 @@ class DistillationSweep:
 
 
 def run(overrides: list[str]) -> None:
-    """The entry point `plmbench sweep` dispatches to for experiment=distillation."""
-    from plmbench.distill.table import render
+    """The entry point `plmbench sweep` dispatches to for experiment=distillation; the sweep command then renders
+    the table as `plmbench table` does (plmbench.distill.table, the experiment's renderer)."""
     from plmbench.impl import apply_threads
 
     p = plan(overrides)
@@ -378,7 +378,3 @@ def run(overrides: list[str]) -> None:
     print(f"[distill] {p.results}: teacher + {', '.join(p.students)} on {len(p.tasks)} task(s) x "
           f"{len(p.seeds)} seed(s)", flush=True)
     DistillationSweep(p).run()
-    store = ResultsStore(paths.results_root() / p.results / "records.jsonl")
-    written = render(p.results, store.records(), store.path.parent)
-    print(written["md"].read_text())
-    print(f"wrote {', '.join(str(path) for path in written.values())}")
