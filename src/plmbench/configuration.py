@@ -10,8 +10,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from plmbench.errors import UserError
+from plmbench.paths import shipped
 
-CONF_DIR = Path(os.environ.get("PLMBENCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
+CONF_DIR = Path(os.environ.get("PLMBENCH_CONF") or shipped("conf"))
 
 
 def _div(a, b):

@@ -5,6 +5,7 @@ is self-contained; environment variables move each root elsewhere (e.g. a shared
 """
 
 import os
+from importlib import resources
 from pathlib import Path
 
 
@@ -26,3 +27,13 @@ def runs_root() -> Path:
 def results_root() -> Path:
     """Results stores and rendered tables, one directory per experiment."""
     return Path(os.environ.get("PLMBENCH_RESULTS", "results")).resolve()
+
+
+def shipped(name: str) -> Path:
+    """What plmbench ships beside its code: `conf` (Hydra configs) or `experiments` (published tables).
+
+    An installed wheel carries them inside the package (setup.py copies them there); a source tree (an editable
+    install, PYTHONPATH=src) has them at the repository's top, and reads those, so that edits take effect.
+    """
+    packaged = Path(str(resources.files("plmbench") / name))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
-EXPERIMENTS_DIR = Path(os.environ.get("PLMBENCH_EXPERIMENTS", Path(__file__).resolve().parents[3] / "experiments"))
+from plmbench.paths import shipped
+
+EXPERIMENTS_DIR = Path(os.environ.get("PLMBENCH_EXPERIMENTS") or shipped("experiments"))
 
 
 @dataclass(frozen=True)
