@@ -1,4 +1,10 @@
-"""Composing plmbench's Hydra configs outside of a Hydra app (describe, tests) and the resolvers they use."""
+"""Composing plmbench's Hydra configs outside of a Hydra app (describe, tests) and the resolvers they use.
+
+Where configs come from: plmbench's own conf/ (inside the installed package, or the repository's in a source
+tree; PLMBENCH_CONF replaces it), and before it the user's folders named by PLMBENCH_CONFIG_PATH (separated by
+os.pathsep, first wins): config folders laid out like conf/, whose group options extend ours and whose files
+replace ours of the same name.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,45 @@ import os
 import re
 from pathlib import Path
 
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from plmbench.errors import UserError
-from plmbench.paths import shipped
+from plmbench.paths import shipped, user_config_dirs
 
 CONF_DIR = Path(os.environ.get("PLMBENCH_CONF") or shipped("conf"))
+
+
+def config_dirs() -> list[Path]:
+    """Every config folder, in the order Hydra searches them: the user's, then plmbench's own."""
+    return [*user_config_dirs(), CONF_DIR]
+
+
+def config_file(group: str, option: str) -> Path | None:
+    """The YAML file Hydra loads for `group=option` (the first folder that has it), or None."""
+    return next((path for root in config_dirs() if (path := root / group / f"{option}.yaml").is_file()), None)
+
+
+def config_options(group: str) -> list[str]:
+    """The options of a group across every config folder, nested ones as `glue/rte`."""
+    return sorted({str(path.relative_to(root / group).with_suffix("")) for root in config_dirs()
+                   for path in (root / group).rglob("*.yaml")})
+
+
+class UserConfigPath(SearchPathPlugin):
+    """Puts the $PLMBENCH_CONFIG_PATH folders before plmbench's conf/ in Hydra's search path, for compose and
+    for the Hydra apps alike (module level: a launcher pickles Hydra's state, this class included)."""
+
+    def manipulate_search_path(self, search_path) -> None:
+        for directory in user_config_dirs():  # each just before ours: the first folder is searched first
+            search_path.prepend(provider="plmbench-user", path=f"file://{directory}", anchor="main")
+
+
+def register_user_config_path() -> None:
+    from hydra.core.plugins import Plugins
+
+    user_config_dirs()  # a folder that does not exist fails here, on one line
+    Plugins.instance().register(UserConfigPath)  # idempotent
 
 
 def _div(a, b):
@@ -31,6 +70,7 @@ def compose(config_name: str = "pretrain", overrides: list[str] | None = None, r
     from hydra.core.global_hydra import GlobalHydra
 
     register_resolvers()
+    register_user_config_path()
     if GlobalHydra.instance().is_initialized():  # inside a running Hydra app (a sweep job): same config dir
         return _checked_compose(config_name, list(overrides or []), return_hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -8,6 +8,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from plmbench.errors import UserError
+
 
 def data_root() -> Path:
     """Built offline data (the embedded corpus, WordNet proxy tasks): `make data` writes here."""
@@ -37,3 +39,15 @@ def shipped(name: str) -> Path:
     """
     packaged = Path(str(resources.files("plmbench") / name))
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
+
+
+def user_config_dirs() -> list[Path]:
+    """The user's config folders, $PLMBENCH_CONFIG_PATH (separated by os.pathsep), in search order: Hydra
+    reads them before our conf/, and their sibling `experiments/` folders before ours."""
+    entries = os.environ.get("PLMBENCH_CONFIG_PATH", "").split(os.pathsep)
+    dirs = [Path(entry).resolve() for entry in entries if entry]
+    for directory in dirs:
+        if not directory.is_dir():
+            raise UserError(f"PLMBENCH_CONFIG_PATH: {directory} is not a folder; it names folders of config "
+                            f"groups (experiment/, embedding/, task/, ...), separated by {os.pathsep!r}")
+    return dirs

@@ -15,7 +15,7 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from plmbench import paths
-from plmbench.configuration import CONF_DIR, compose
+from plmbench.configuration import compose, config_file, config_options
 from plmbench.grid import grid_axes, grid_cells
 from plmbench.hydra_app import run_app
 from plmbench.lineage import cell_id
@@ -46,7 +46,7 @@ def plan(overrides: list[str]) -> tuple[str, list[list[str]], dict[str, set[str]
     name = OmegaConf.select(cfg, "experiment.name")
     if not name:
         raise ConfigError(f"experiment is not set: pass experiment=<name> (one of "
-                          f"{', '.join(sorted(p.stem for p in (CONF_DIR / 'experiment').glob('*.yaml')))})")
+                          f"{', '.join(config_options('experiment'))})")
     results = str(cfg.experiment.get("results", name))
     _check_published_table(results)
     parts = list(cfg.experiment.get("parts") or [name])
@@ -88,10 +88,9 @@ def _check_published_table(results: str) -> None:
 
 def _check_tasks(cfg: DictConfig) -> None:
     for task in cfg.sweep.tasks:
-        if not (CONF_DIR / "task" / f"{task}.yaml").exists():
-            options = sorted(str(p.relative_to(CONF_DIR / "task").with_suffix("")) for p in
-                             (CONF_DIR / "task").rglob("*.yaml"))
-            raise ConfigError(f"sweep.tasks: unknown task {task!r}; allowed: {', '.join(options)}")
+        if config_file("task", task) is None:  # a user's task/ folder (PLMBENCH_CONFIG_PATH) counts too
+            options = ", ".join(config_options("task"))
+            raise ConfigError(f"sweep.tasks: unknown task {task!r}; allowed: {options}")
 
 
 def main(overrides: list[str]) -> None:

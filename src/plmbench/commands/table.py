@@ -68,9 +68,9 @@ def custom_renderer(experiment: str):
 
     import yaml
 
-    from plmbench.tables.references import experiments_dir
+    from plmbench.tables.references import experiment_file
 
-    path = experiments_dir() / f"{experiment}.yaml"
+    path = experiment_file(experiment)
     target = (yaml.safe_load(path.read_text()) or {}).get("renderer") if path.exists() else None
     if not target:
         return None

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from plmbench import paths
-from plmbench.configuration import CONF_DIR, compose
+from plmbench.configuration import compose, config_file, config_options
 from plmbench.distill import DistillError
 from plmbench.distill.run import (
     build_loss,
@@ -73,15 +73,15 @@ def plan(overrides: list[str]) -> Plan:
         raise DistillError("experiment.students is empty: list conf/distill/ options, e.g. [distilbert, tinybert]")
     students = {}
     for name in names:
-        if not (CONF_DIR / "distill" / f"{name}.yaml").is_file():
-            options = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
-            raise DistillError(f"experiment.students: unknown student {name!r}; allowed: {', '.join(options)}")
+        if config_file("distill", name) is None:
+            raise DistillError(f"experiment.students: unknown student {name!r}; "
+                               f"allowed: {', '.join(config_options('distill'))}")
         student_cfg = compose("pretrain", list(overrides) + [f"+distill={name}"])
         settings = distill_settings(student_cfg, need_teacher=False)
         build_loss(settings, check_student_shape(settings, teacher), teacher)
         students[name] = student_cfg
     for task in cfg.sweep.tasks:
-        if not (CONF_DIR / "task" / f"{task}.yaml").is_file():
+        if config_file("task", task) is None:
             raise DistillError(f"sweep.tasks: unknown task {task!r} (no conf/task/{task}.yaml)")
     if int(_throughput_settings(cfg)["seq_len"]) > teacher.max_positions:
         raise DistillError(f"experiment.throughput.seq_len={cfg.experiment.throughput.seq_len} exceeds "
@@ -275,7 +275,7 @@ class DistillationSweep:
 
     def task_unit(self, model: str, task: str, seed: int) -> str:
         lineage = self.cell if model == TEACHER else self.student_dirs[model].name
-        content = (CONF_DIR / "task" / f"{task}.yaml").read_text()
+        content = config_file("task", task).read_text()
         spec = {"source": self.cfg.sweep.get("task_source"), "data_dir": self.cfg.get("data_dir"),
                 "overrides": list(self.cfg.sweep.get("finetune_overrides") or []), "model": model}
         if model in self.plan.students:

@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from plmbench import paths
-from plmbench.configuration import CONF_DIR, compose
+from plmbench.configuration import compose, config_file
 from plmbench.lineage import cell_id, unit_id
 from plmbench.safety import drop_secrets
 from plmbench.sweep.progress import SweepProgress
@@ -158,8 +158,8 @@ class CellRunner:
 
     def _finetune_unit(self, task: str, seed: int) -> str:
         """Hashes the task's config file content rather than composing it: checking 50 units stays instant."""
-        task_file = CONF_DIR / "task" / f"{task}.yaml"
-        content = task_file.read_text() if task_file.exists() else task
+        task_file = config_file("task", task)  # the user's own when PLMBENCH_CONFIG_PATH has one of that name
+        content = task_file.read_text() if task_file is not None else task
         spec = {"source": self.cfg.sweep.get("task_source"), "data_dir": self.cfg.get("data_dir"),
                 "overrides": list(self.cfg.sweep.get("finetune_overrides") or [])}
         return unit_id(self.cell, {"task": task, "content": content}, seed, spec)

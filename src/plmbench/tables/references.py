@@ -3,6 +3,10 @@
 A table file has a title, the source citation, the axes every row shares (`fixed_axes`), the column order and the
 rows in the paper's order, each found in our results by its axis values. An experiment file instead lists
 `sections: [table, ...]` and renders them in that order (experiments/albert.yaml: Table 4 then Table 5).
+
+A user's published tables live beside their config folder, as ours do beside conf/: for each folder of
+PLMBENCH_CONFIG_PATH, its sibling `experiments/` is searched first (a config folder `my-study/conf` gives
+`my-study/experiments/<name>.yaml`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from plmbench.paths import shipped
+from plmbench.paths import shipped, user_config_dirs
 
 EXPERIMENTS_DIR = Path(os.environ.get("PLMBENCH_EXPERIMENTS") or shipped("experiments"))
 
@@ -85,6 +89,17 @@ def experiments_dir() -> Path:
     return EXPERIMENTS_DIR
 
 
+def experiments_dirs() -> list[Path]:
+    """Where published tables are looked up, first match wins: beside each user config folder, then ours."""
+    return [*(directory.parent / "experiments" for directory in user_config_dirs()), EXPERIMENTS_DIR]
+
+
+def experiment_file(name: str, directories: list[Path] | None = None) -> Path:
+    """<name>.yaml from the first folder that has it (else the last folder's: the path an error names)."""
+    candidates = [directory / f"{name}.yaml" for directory in directories or experiments_dirs()]
+    return next((path for path in candidates if path.is_file()), candidates[-1])
+
+
 def load_experiment(name: str, root: Path | None = None) -> list[ReferenceTable]:
     """The published tables of an experiment, in render order: its `sections`, or the file itself if it is a table."""
     data, path = _read(name, root)
@@ -104,10 +119,10 @@ def load_table(name: str, root: Path | None = None) -> ReferenceTable:
 
 
 def _read(name: str, root: Path | None) -> tuple[dict, Path]:
-    directory = Path(root or experiments_dir())
-    path = directory / f"{name}.yaml"
+    directories = [Path(root)] if root else experiments_dirs()
+    path = experiment_file(name, directories)
     if not path.is_file():
-        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        known = sorted({p.stem for directory in directories for p in directory.glob("*.yaml")})
         raise ValueError(f"no published table for experiment={name!r}: {path} does not exist; "
                          f"known: {', '.join(known) or 'none'}")
     data = yaml.safe_load(path.read_text())
