@@ -21,11 +21,22 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+NO_SHARED_DATA = "needs ../shared/data, the real benchmark files"  # the one skip reason for their absence
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real GLUE/SQuAD/RACE/WikiText files beside the checkout (never committed)."""
+    """The real GLUE/SQuAD/RACE/WikiText files beside the checkout (never committed). Every test that reads them
+    takes this fixture, so that their absence is one skip reason, counted at the end of the run."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real benchmark files not found at {SHARED_DATA}")
+        pytest.skip(f"{NO_SHARED_DATA} (not found at {SHARED_DATA})")
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line after the run: how many tests did not run because ../shared/data is missing."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    count = sum(1 for report in skipped if NO_SHARED_DATA in str(report.longrepr))
+    where = "present" if SHARED_DATA.is_dir() else "missing"
+    terminalreporter.write_line(f"{count} test(s) skipped for lack of ../shared/data ({SHARED_DATA}: {where})",
+                                yellow=bool(count), bold=bool(count))
