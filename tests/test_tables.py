@@ -310,3 +310,13 @@ def test_command_renders_the_store_and_explains_a_missing_one(tmp_path, capsys):
         table_command.main(["experiment=albert", "colour=blue"])
     with pytest.raises(UserError, match="wandb='maybe'"):
         table_command.main(["experiment=albert", "wandb=maybe"])
+
+
+def test_table_says_where_fine_tuning_inputs_were_capped_at_the_pretraining_length():
+    from plmbench.tables.render import length_note
+
+    records = [{"status": "ok", "task": "squad_v1", "finetune": {"max_length": 64, "max_length_capped_from": 384}},
+               {"status": "ok", "task": "sst2", "finetune": {"max_length": 64, "max_length_capped_from": None}}]
+    note = length_note(records)
+    assert "capped at the pre-training length" in note and "squad_v1 384 -> 64" in note and "sst2" not in note
+    assert length_note(records[1:]) == ""

@@ -52,9 +52,13 @@ def render_tables(experiment: str, records: list[dict], out_dir: Path) -> dict[s
     paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "png": out_dir / "table.png"}
     sections = list(_sections(rows, tables, records))
     latest = latest_per_unit(records)
-    scoring = {title: shots_scoring_note([r for r in latest if (str(r.get("scale", "unknown")), task_kind(r))
-                                          == (mine[0]["scale"], mine[0]["tasks"])], table)
-               for title, table, mine in sections if mine}
+    scoring = {}
+    for title, table, mine in sections:
+        if mine:
+            section = [r for r in latest if (str(r.get("scale", "unknown")), task_kind(r))
+                       == (mine[0]["scale"], mine[0]["tasks"])]
+            scoring[title] = "\n\n".join(note for note in (shots_scoring_note(section, table), length_note(section))
+                                          if note)
     paths["md"].write_text(markdown(experiment, sections, scoring))
     _write_csv(rows, paths["csv"])
     _write_png(sections, paths["png"])
@@ -109,6 +113,19 @@ def shots_scoring_note(records: list[dict], table: ReferenceTable) -> str:
         return ""
     return ("k-shot rows: each answer is the candidate with the best score. " + "; ".join(texts) + ". Where "
             "several scores were computed, the records keep each one's accuracy (e.g. `accuracy_mean_ll`).")
+
+
+def length_note(records: list[dict]) -> str:
+    """Says that (and where) fine-tuning inputs were cut to the pre-training length; empty when none was."""
+    capped = sorted({(str(r.get("task")), int(f["max_length_capped_from"]), int(f["max_length"]))
+                     for r in records if r.get("status") == "ok"
+                     for f in [r.get("finetune") or {}] if f.get("max_length_capped_from")})
+    if not capped:
+        return ""
+    return ("Input length: fine-tuning inputs are capped at the pre-training length, since positions beyond it were "
+            "never trained (`cap_to_pretraining_length`); BERT instead pre-trains its last 10% of steps at the "
+            "longer length, which is not done here. Capped: "
+            + ", ".join(f"{task} {before} -> {after}" for task, before, after in capped) + " tokens.")
 
 
 def markdown(experiment: str, sections, scoring: dict[str, str] | None = None) -> str:
