@@ -1,6 +1,7 @@
 """The sweep machinery on a micro grid: lineage hashing, skip and resume, the store, the table and the W&B table."""
 
 import json
+import re
 
 import pytest
 
@@ -73,8 +74,18 @@ def test_micro_sweep_end_to_end_then_skips_everything(micro, tmp_path, monkeypat
         assert record["pretrain_flops"] > record["tokens_seen"]
     for name in ("curves.png", "compute.png"):
         assert (tmp_path / "results" / "micro" / name).stat().st_size > 10_000
+    # One table row per cell: its backbone size (all-shared keeps one layer's weights: the smaller) and its SST-2
+    # score of one seed, neither missing nor failed.
     table = (tmp_path / "results" / "micro" / "table.md").read_text()
-    assert "sharing" in table or "all" in table
+    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in table.splitlines())
+            if cells[0] in ("all-shared", "not-shared")}
+    assert set(rows) == {"all-shared", "not-shared"}, table
+    params = {record["axes"]["sharing"]: record["params"]["backbone_params"] for record in pretrain.values()}
+    assert params["all"] < params["none"]
+    for label, sharing in (("all-shared", "all"), ("not-shared", "none")):
+        size, sst2 = rows[label]
+        assert float(size) == pytest.approx(params[sharing] / 1e6, rel=0.01), table
+        assert re.fullmatch(r"\d+\.\d \(n=1\)", sst2) and 0 <= float(sst2.split()[0]) <= 100, table
     tables = list((tmp_path / "wandb").glob("offline-run-*/files/media/table/*.table.json"))
     assert tables and len(json.loads(tables[-1].read_text())["data"]) == 2
     images = list(tables[-1].parents[2].glob("media/images/*.png"))
