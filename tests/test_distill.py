@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from plmbench.configuration import compose
+from plmbench.data.masking import IGNORE_INDEX
 from plmbench.distill import DistillError
 from plmbench.distill.attention_scores import last_hidden_only, trace_backbone
 from plmbench.distill.lit import GeneralDistillation, TaskDistillation
@@ -28,7 +29,6 @@ from plmbench.distill.students import (
 )
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ModelConfig
-from plmbench.models.heads import IGNORE
 from plmbench.models.task_heads import TaskModel
 from plmbench.objectives.mlm import MaskedLM
 
@@ -46,7 +46,7 @@ def batch(config: ModelConfig, size: int = 3, length: int = 9, seed: int = 0) ->
     ids = torch.randint(5, config.vocab_size, (size, length), generator=g)
     lengths = torch.tensor([length, length - 3, 4][:size])
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
-    labels = torch.full_like(ids, IGNORE)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, 1:3] = ids[:, 1:3]
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": labels}
 
@@ -163,7 +163,7 @@ def _identity_projections(loss: TinyBertLoss) -> TinyBertLoss:
 
 
 def _terms(loss, student, teacher, inputs) -> dict:
-    selected = inputs["labels"] != IGNORE
+    selected = inputs["labels"] != IGNORE_INDEX
     forward = trace_backbone if loss.needs_layers else last_hidden_only
     args = (inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
     s, t = forward(student.backbone, *args), forward(teacher.backbone, *args)
@@ -227,7 +227,7 @@ def test_distilbert_soft_targets_count_every_real_token_and_the_mlm_loss_the_mas
         teacher_logits = teacher.mlm_head(teacher.backbone(ids, mask))[real].double()
         p_teacher = F.softmax(teacher_logits / t, -1)
         kl = (p_teacher * (p_teacher.log() - F.log_softmax(student_logits / t, -1))).sum(-1)
-        masked = labels[real] != IGNORE
+        masked = labels[real] != IGNORE_INDEX
         mlm = F.cross_entropy(student_logits[masked], labels[real][masked])
     assert int(real.sum()) == 19 and int(masked.sum()) == 6  # soft targets cover 13 more positions than the MLM
     assert float(out["ce_loss"]) == pytest.approx(float(kl.mean() * t * t), rel=1e-5)
