@@ -411,3 +411,20 @@ def test_inputs_are_capped_at_the_pretraining_length(env, wordpiece, tmp_path, n
     validate_finetune(cfg)  # SQuAD's question length and stride shrink with the window
     kept = finetune_cfg(env, f"init={tmp_path / 'run'}", f"task={name}", "cap_to_pretraining_length=false")
     assert cap_to_pretraining_length(kept) is None and kept.task.max_length == original
+
+
+def test_a_run_whose_tokenizer_is_smaller_than_its_configured_vocabulary_loads(env, wordpiece, tmp_path):
+    """Pre-training sizes the model to the trained tokenizer (a small corpus may not fill model.vocab_size)."""
+    from plmbench.objectives import build_objective
+
+    tokenizer, special = wordpiece
+    size = tokenizer.get_vocab_size()
+    pretrain_cfg = compose("pretrain", ["model=bert", "size=tiny", f"model.vocab_size={size}"])
+    write_pretrain_run(tmp_path / "run", pretrain_cfg, build_objective(ModelConfig.from_mapping(pretrain_cfg.model),
+                                                                       {"name": "mlm"}))
+    save_hf_tokenizer(tokenizer, special, tmp_path / "run" / "tokenizer", "bert")
+    asked = compose("pretrain", ["model=bert", "size=tiny", f"model.vocab_size={size + 500}"])
+    (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(asked, resolve=True))
+    init = load_init(finetune_cfg(env, f"init={tmp_path / 'run'}"))
+    assert init.config.vocab_size == size
+    init.load_weights(TaskModel(init.config, "classification", 2))

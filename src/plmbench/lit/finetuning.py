@@ -81,8 +81,10 @@ def init_model_config(cfg: DictConfig) -> ModelConfig:
     """The architecture fine-tuning will build: the init's own, or cfg.model for init=random."""
     kind, path = init_kind(cfg.init)
     try:
-        if kind == "pretrain_run":
-            return ModelConfig.from_mapping(OmegaConf.load(path / "config.yaml").model)
+        if kind == "pretrain_run":  # pre-training sized the vocabulary to its trained tokenizer, which may be smaller
+            config = ModelConfig.from_mapping(OmegaConf.load(path / "config.yaml").model)
+            return config.replace(vocab_size=Tokenizer.from_file(str(path / "tokenizer" / "tokenizer.json"))
+                                  .get_vocab_size())
         if kind == "hf":
             from plmbench.models import hf_mapping
 
