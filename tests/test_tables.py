@@ -320,3 +320,15 @@ def test_table_says_where_fine_tuning_inputs_were_capped_at_the_pretraining_leng
     note = length_note(records)
     assert "capped at the pre-training length" in note and "squad_v1 384 -> 64" in note and "sst2" not in note
     assert length_note(records[1:]) == ""
+
+
+def test_section_title_names_the_scales_own_embedding_sizes():
+    """The cpu scale maps E=128 to H/2, not H/6: the title says what the records trained."""
+    from plmbench.tables.references import load_experiment
+    from plmbench.tables.render import _embedding_sizes, section_title
+
+    table = load_experiment("albert_table4")[0]
+    records = [{"scale": "cpu", "config": {"scale": {"e768": 128, "e128": 64}, "model": {"hidden_size": 128}}}]
+    title = section_title(table, "cpu", "proxy", {128}, _embedding_sizes(records, "cpu"))
+    assert "E=768 means E = 128, E=128 means E = 64 (H = 128)" in title and "H/6" not in title
+    assert "H/6" in section_title(table, "smoke", "proxy", {64}, {})

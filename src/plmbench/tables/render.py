@@ -72,20 +72,38 @@ def _sections(rows: list[dict], tables: list[ReferenceTable], records: list[dict
     for scale, kind, name in keys:
         table = by_name[name]
         mine = [r for r in rows if (r["scale"], r["tasks"], r["section"]) == (scale, kind, name)]
-        yield section_title(table, scale, kind, _hidden_sizes(records, scale)), table, mine
+        yield (section_title(table, scale, kind, _hidden_sizes(records, scale), _embedding_sizes(records, scale)),
+               table, mine)
 
 
-def section_title(table: ReferenceTable, scale: str, kind: str, hidden_sizes: set | None = None) -> str:
+def section_title(table: ReferenceTable, scale: str, kind: str, hidden_sizes: set | None = None,
+                  embedding_sizes: dict | None = None) -> str:
     if scale == "none":
         return f"{table.title} (no results yet)"
     title = f"{table.title}, {scale} scale"
     if kind == "proxy":
         title += f", {PROXY_NOTE}"
     if scale != "paper" and table.scale_mapping:
-        title += f"; {table.scale_mapping}"
+        sizes = embedding_sizes or {}
+        if "E=" in table.scale_mapping and sizes:  # the scale's own mapping (cpu: H/2), as the records trained it
+            title += "; " + ", ".join(f"E={name} means E = {size}" for name, size in sorted(sizes.items(),
+                                                                                        reverse=True))
+        else:
+            title += f"; {table.scale_mapping}"
         if hidden_sizes and len(hidden_sizes) == 1:
             title += f" (H = {next(iter(hidden_sizes))})"
     return title
+
+
+def _embedding_sizes(records: list[dict], scale: str) -> dict:
+    """{'768': E, '128': E} from the pre-training records' scale settings, when they agree (else empty)."""
+    found = {(str(s.get("e768")), str(s.get("e128"))) for r in records if str(r.get("scale")) == scale
+             for s in [((r.get("config") or {}).get("scale") or {}) if isinstance(r.get("config"), dict) else {}]
+             if s.get("e768") is not None and s.get("e128") is not None}
+    if len(found) != 1:
+        return {}
+    e768, e128 = next(iter(found))
+    return {"768": e768, "128": e128}
 
 
 def _hidden_sizes(records: list[dict], scale: str) -> set:
