@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from plmbench import paths
 from plmbench.configuration import CONF_DIR, compose, register_resolvers
 
 
@@ -25,6 +26,7 @@ def run_app(config_name: str, task: Callable, overrides: list[str], validate: Ca
     argv = sys.argv
     sys.argv = [f"plmbench-{config_name}", *(["--multirun"] if multirun else []), *overrides]
     try:
-        app()
+        with paths.anchored():  # the roots stay where the user ran plmbench, whatever hydra.job.chdir says
+            app()
     finally:
         sys.argv = argv

@@ -1,9 +1,10 @@
 """Where plmbench keeps what it builds: embedded data, caches, runs and results.
 
-Everything is relative to the directory the user runs from (Hydra is configured not to change it), so a clone
-is self-contained; environment variables move each root elsewhere (e.g. a shared scratch disk on a cluster).
+Everything is relative to the directory the user runs from (also under `hydra.job.chdir=true`: see anchored), so
+a clone is self-contained; environment variables move each root elsewhere (e.g. a shared scratch disk on a cluster).
 """
 
+import contextlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,34 @@ def runs_root() -> Path:
 def results_root() -> Path:
     """Results stores and rendered tables, one directory per experiment."""
     return Path(os.environ.get("PLMBENCH_RESULTS", "results")).resolve()
+
+
+ROOTS = {"PLMBENCH_DATA": "data", "PLMBENCH_CACHE": ".cache/plmbench", "PLMBENCH_RUNS": "runs",
+         "PLMBENCH_RESULTS": "results"}
+FOLDER_LISTS = ("PLMBENCH_CONFIG_PATH",)  # also read at each call: relative entries must not follow a chdir
+
+
+@contextlib.contextmanager
+def anchored():
+    """The roots (and the user's config folders), made absolute where the user ran plmbench, for as long as a
+    Hydra app runs: `hydra.job.chdir=true` moves each job into its output folder, where relative roots would
+    scatter records and cells into multirun/<job>/ (and a table would read none). Set in the environment, so
+    child processes (a DDP worker, a SLURM job) see the same folders."""
+    saved = {name: os.environ.get(name) for name in (*ROOTS, *FOLDER_LISTS)}
+    for name, default in ROOTS.items():
+        os.environ[name] = str(Path(os.environ.get(name) or default).resolve())
+    for name in FOLDER_LISTS:
+        if os.environ.get(name):
+            os.environ[name] = os.pathsep.join(str(Path(entry).resolve()) if entry else entry
+                                               for entry in os.environ[name].split(os.pathsep))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def shipped(name: str) -> Path:

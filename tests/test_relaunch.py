@@ -1,0 +1,104 @@
+"""Relaunches and neighbours, with real processes and files: where a run directory may be, where records land under
+`hydra.job.chdir=true`, failed units and unreadable checkpoints at a relaunch, and two sweeps on one results folder.
+Tiny sizes, as in test_faults.py: BERT-tiny, vocabulary 1000, sequences of 64, one cell of 30 steps, one RTE unit.
+"""
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from plmbench.configuration import compose
+from plmbench.lineage import unit_id
+from plmbench.lit.pretraining import run_pretraining
+from test_faults import ENV, PRETRAIN, Workspace, slice_corpus, wait_for, write_rte
+
+SHORT = {"trainer.max_steps": "4", "trainer.val_check_interval": "4", "trainer.checkpoint_every_n_steps": "2"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, shared_data) -> Path:
+    return slice_corpus(shared_data, tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "plmbench-cache"  # the session's: tokenizers, instances (by content)
+
+
+def overrides(corpus: Path, **changes: str) -> list[str]:
+    """PRETRAIN with `changes` ({key: value}, dots as in the override) replacing its values (Hydra refuses a key
+    given twice)."""
+    values = dict(o.split("=", 1) for o in PRETRAIN) | SHORT | {"corpus.paths": str(corpus)} | changes
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def pretrain(cwd: Path, cache: Path, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "plmbench.cli", "pretrain", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, check=False, env={**os.environ, **ENV, "PLMBENCH_CACHE": str(cache)})
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("plmbench: error: "), result.stderr[-3000:]
+    return lines[0]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------ where runs go
+
+
+def test_job_chdir_keeps_records_and_cells_where_plmbench_runs(corpus, cache, tmp_path):
+    """hydra.job.chdir=true moved each job into multirun/<...>/<job>/, and the relative roots with it: cells and
+    records landed there and the table read "from 0 records". The roots now stay where the user runs plmbench."""
+    space = Workspace(tmp_path, corpus, cache, "chdir", steps=30, grid=False)
+    for name in ("PLMBENCH_RUNS", "PLMBENCH_RESULTS"):
+        del space.env[name]  # the default roots, runs/ and results/, relative to where plmbench runs
+    result = space.run("hydra.job.chdir=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted((r["task"], r["status"]) for r in space.store.records()) == [("pretrain", "ok"), ("rte", "ok")]
+    assert len(list((tmp_path / "runs" / "cells").iterdir())) == 1
+    scattered = [p for p in (tmp_path / "multirun").rglob("*") if p.name in ("records.jsonl", "cells", "units")]
+    assert scattered == []
+    assert "from 2 records" in result.stdout, result.stdout[-2000:]
+
+
+# ------------------------------------------------------------------------------------------ relaunches
+
+
+# ------------------------------------------------------------------------------------------ two sweeps
+
+
+@contextlib.contextmanager
+def holding(folder: Path):
+    """This test process holds `folder`'s lock, as another sweep running that cell or unit would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+def planned_units(space: Workspace) -> dict[str, list[str]]:
+    """{cell id: its unit ids}, as the sweep plans them with the workspace's configs."""
+    code = ("import json, sys; from plmbench.commands.sweep import plan; "
+            "print(json.dumps({c: sorted(u) for c, u in plan(sys.argv[1:])[2].items()}))")
+    out = subprocess.run([sys.executable, "-c", code, f"experiment={space.name}"], cwd=space.root, env=space.env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
