@@ -76,6 +76,47 @@ def test_job_chdir_keeps_records_and_cells_where_plmbench_runs(corpus, cache, tm
     assert "from 2 records" in result.stdout, result.stdout[-2000:]
 
 
+def test_pretrain_refuses_a_folder_of_the_users_files(corpus, cache, tmp_path):
+    """hydra.run.dir=<a folder of the user's> overwrote its config.yaml and tokenizer.json."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("learning_rate: 0.1  # my own project's settings\n")
+    (mine / "tokenizer.json").write_text('{"my": "vocabulary"}\n')
+    before = tree(mine)
+    line = one_error_line(pretrain(tmp_path, cache, [*overrides(corpus), f"hydra.run.dir={mine}"]))
+    assert line == (f"plmbench: error: hydra.run.dir={mine}: its config.yaml is not a plmbench run's; give a new or "
+                    f"empty folder: a run writes config.yaml and tokenizer/ there")
+    assert tree(mine) == before and not (mine / ".hydra").exists()  # untouched: Hydra wrote nothing either
+
+    notes = tmp_path / "notes"  # no config.yaml at all
+    notes.mkdir()
+    (notes / "todo.txt").write_text("read the ALBERT paper\n")
+    line = one_error_line(pretrain(tmp_path, cache, [*overrides(corpus), f"hydra.run.dir={notes}"]))
+    assert f"hydra.run.dir={notes}: not empty (todo.txt) and not a plmbench run (no config.yaml)" in line
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+
+
+def test_pretrain_relaunch_resumes_its_run_and_refuses_another_shape(corpus, cache, tmp_path):
+    """A relaunch of the same run resumes it (it may train on to more steps); one with another model shape
+    rewrote the run's config.yaml before failing on its checkpoint. Now it is refused before anything is written."""
+    run = tmp_path / "run"
+    first = pretrain(tmp_path, cache, [*overrides(corpus), f"hydra.run.dir={run}"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = tree(run)
+
+    other = pretrain(tmp_path, cache, [*overrides(corpus, **{"model.num_layers": "2"}), f"hydra.run.dir={run}"])
+    line = one_error_line(other)
+    assert line == (f"plmbench: error: hydra.run.dir={run}: a plmbench run of another config (model.num_layers: "
+                    f"4 -> 2); relaunch it with its own settings (only trainer.max_steps may change), or give this "
+                    f"run a new folder")
+    assert tree(run) == before  # config.yaml, .hydra/, the checkpoint: byte for byte
+
+    again = pretrain(tmp_path, cache, [*overrides(corpus, **{"trainer.max_steps": "6"}), f"hydra.run.dir={run}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["step"] == 6 and metrics["resumed_at_steps"] == [4]
+
+
 # ------------------------------------------------------------------------------------------ relaunches
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from plmbench import termination
-from plmbench.errors import UnsafeCheckpointError, refusal
+from plmbench.errors import UnsafeCheckpointError, UserError, refusal
+from plmbench.lineage import cell_spec
 from plmbench.lit.loggers import build_logger, save_config
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.objectives import check_objective
@@ -53,6 +54,58 @@ def validate_pretrain(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, f"experiment.{key}")
         if value is not None:
             check_plain_name(f"experiment.{key}", str(value))
+
+
+# What a run directory holds before its config.yaml is written: Hydra's files, a multi-device launch's config and a
+# sweep's lock. A run stopped in data preparation has only these, and its relaunch is welcome.
+BEFORE_CONFIG = (".hydra", "launch_config.yaml", ".lock")
+
+
+def check_run_dir(cfg: DictConfig, run_dir: Path, key: str = "run directory") -> None:
+    """A run writes config.yaml and tokenizer/ into run_dir and resumes its checkpoint: run_dir must be new, empty,
+    or a plmbench run of the same config (a relaunch; only trainer.max_steps may change, to train on). Anything
+    else, a folder of the user's files or a run of another model shape, is refused before a file is written."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UserError(f"{key}={run_dir}: a file, not a folder; give a new or empty folder for the run")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in BEFORE_CONFIG and p.suffix != ".log")
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UserError(f"{key}={run_dir}: not empty ({shown}) and not a plmbench run (no config.yaml); "
+                            f"give a new or empty folder: a run writes config.yaml and tokenizer/ there")
+        return
+    try:
+        before = _resumable_spec(OmegaConf.load(saved))
+    except Exception:  # noqa: BLE001 - any config.yaml that is not a run's
+        raise UserError(f"{key}={run_dir}: its config.yaml is not a plmbench run's; give a new or empty folder: "
+                        f"a run writes config.yaml and tokenizer/ there") from None
+    changed = _differences(before, _resumable_spec(cfg))
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise UserError(f"{key}={run_dir}: a plmbench run of another config ({shown}); relaunch it with its own "
+                        f"settings (only trainer.max_steps may change), or give this run a new folder")
+
+
+def _resumable_spec(cfg: DictConfig) -> dict:
+    """What a resumed run must share with the run that wrote its checkpoint: its cell's identity but for
+    max_steps (a relaunch may train on, e.g. after a SIGTERM) and the lineage version (a relaunch after an
+    upgrade resumes the same weights)."""
+    spec = cell_spec(cfg)
+    spec.pop("version", None)
+    spec["trainer"].pop("max_steps", None)
+    return spec
+
+
+def _differences(before, after, prefix: str = "") -> list[str]:
+    """`key: old -> new` for each leaf that differs, in dotted keys."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [line for k in sorted(set(before) | set(after), key=str)
+                for line in _differences(before.get(k), after.get(k), f"{prefix}{k}.")]
+    return [] if before == after else [f"{prefix.rstrip('.')}: {before} -> {after}"]
 
 
 def world_size(cfg: DictConfig) -> int:
@@ -99,6 +152,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
 
 def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None, in_worker: bool = False) -> dict:
     validate_pretrain(cfg)
+    check_run_dir(cfg, run_dir)  # before config.yaml is rewritten: never over the user's files or another run
     if world_size(cfg) > 1 and not in_worker and not launched_by_cluster():
         return run_in_worker(cfg, run_dir)  # DDP ranks re-run a Hydra-free command line, not the Hydra app
     import pytorch_lightning as pl
