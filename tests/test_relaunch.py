@@ -120,6 +120,62 @@ def test_pretrain_relaunch_resumes_its_run_and_refuses_another_shape(corpus, cac
 # ------------------------------------------------------------------------------------------ relaunches
 
 
+def test_unreadable_checkpoint_is_set_aside_and_the_run_restarts(corpus, cache, tmp_path, monkeypatch, caplog):
+    """A zero-byte last.ckpt (what a crash can leave) failed every relaunch with a bare EOFError."""
+    monkeypatch.setenv("PLMBENCH_CACHE", str(cache))
+    cfg = compose("pretrain", overrides(corpus))
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run_pretraining(cfg, run)
+    whole = last.read_bytes()
+    for damaged, what in ((b"", "zero bytes"), (whole[: len(whole) // 2], f"{len(whole) // 2} bytes, ")):
+        last.write_bytes(damaged)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="plmbench.lit.pretraining"):
+            metrics = run_pretraining(cfg, run)
+        assert metrics["status"] == "finished" and metrics["step"] == 4 and metrics["resumed_at_steps"] == []
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
+        aside = max(last.parent.glob("last.ckpt.corrupt-*"), key=lambda p: p.stat().st_mtime_ns)
+        assert aside.read_bytes() == damaged  # kept for a look, beside the new checkpoint
+        assert f"{last}: unreadable ({what}" in caplog.text
+        assert f"set aside as {aside.name}; the run restarts from step 0" in caplog.text
+    assert len(list(last.parent.glob("last.ckpt.corrupt-*"))) == 2
+
+
+def test_relaunch_retries_failed_units_unless_told_not_to(corpus, cache, tmp_path):
+    """A failed unit was final: after the cause was fixed (the disk freed, a file put back) a relaunch trained
+    nothing and the table stayed "failed"; a zero-byte checkpoint in a finished cell failed every new unit."""
+    space = Workspace(tmp_path, corpus, cache, "retry", steps=30, grid=False)
+    shutil.rmtree(tmp_path / "data" / "glue")  # the task's files are missing: its unit fails
+    first = space.run()
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [(r["task"], r["status"]) for r in space.store.records()] == [("pretrain", "ok"), ("rte", "failed")]
+
+    write_rte(tmp_path / "data")  # the files are back
+    kept = space.run("sweep.retry_failed=false")
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert "[sweep] 1 failed unit(s) kept failed (sweep.retry_failed=false)" in kept.stdout
+    assert len(space.store.records()) == 2
+
+    again = space.run()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[sweep] 1 failed unit(s) run again (sweep.retry_failed=false keeps them failed)" in again.stdout
+    records = space.store.records()
+    assert [(r["task"], r["status"]) for r in records] == [("pretrain", "ok"), ("rte", "failed"), ("rte", "ok")]
+    assert records[1]["unit_id"] == records[2]["unit_id"]  # the same unit, retried; the table reads the latest
+
+    # A zero-byte checkpoint in the finished cell: a new unit (seed 1) needs it, so the cell trains again.
+    (cell,) = (tmp_path / "runs" / "cells").iterdir()
+    last = cell / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    more = space.run("sweep.seeds=[0,1]")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert f"{last}: unreadable (zero bytes); set aside as last.ckpt.corrupt-" in more.stdout + more.stderr
+    new = space.store.records()[3:]
+    assert [(r["task"], r["seed"], r["status"]) for r in new] == [("rte", 1, "ok")], new
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 30
+    assert json.loads((cell / "metrics.json").read_text())["resumed_at_steps"] == []
+
+
 # ------------------------------------------------------------------------------------------ two sweeps
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import time
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -108,11 +110,17 @@ def main(overrides: list[str]) -> None:
         store.repair()  # drop a record torn by a killed write before appending new ones
     per_cell = units_per_cell(cfg)
     expected = set().union(*cells.values())  # records of other settings (an earlier budget) are not progress
-    done = len(expected & {r.get("unit_id") for r in store.records()})
-    PROGRESS = SweepProgress(len(expected), done)
+    retry = bool(OmegaConf.select(cfg, "sweep.retry_failed", default=True))
+    failed = expected & store.failed_units()
+    PROGRESS = SweepProgress(len(expected), len(expected & store.completed_units(retry_failed=retry)))
     print(f"[sweep] {results}: {len(cells)} pre-training cells x {per_cell} units; {PROGRESS.line()}", flush=True)
+    if failed:
+        print(f"[sweep] {len(failed)} failed unit(s) " + ("run again (sweep.retry_failed=false keeps them failed)"
+                                                       if retry else "kept failed (sweep.retry_failed=false)"),
+              flush=True)
+    launch = f"++sweep.launch={time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"  # its failures wait for the next
     for part in part_overrides:
-        run_app("pretrain", _cell_job, part, multirun=True)
+        run_app("pretrain", _cell_job, [*part, launch], multirun=True)
     render_table(cfg, results)
 
 

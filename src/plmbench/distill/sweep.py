@@ -155,7 +155,9 @@ class DistillationSweep:
 
         self.plan, self.cfg = p, p.cfg
         self.store = ResultsStore(paths.results_root() / p.results / "records.jsonl")
-        self.done = self.store.completed_units()
+        # A failed unit runs again at a relaunch unless sweep.retry_failed=false; once per launch (record adds it)
+        self.done = self.store.completed_units(
+            retry_failed=bool(OmegaConf.select(self.cfg, "sweep.retry_failed", default=True)))
         self.cell = cell_id(self.cfg)
         self.teacher_dir = paths.runs_root() / "cells" / self.cell
         self.commit = git_commit()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import io
 import os
+import pickle
+import time
 from pathlib import Path
 
 import torch
@@ -19,7 +21,7 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from plmbench import termination
-from plmbench.errors import UserError
+from plmbench.errors import UnsafeCheckpointError, UserError, refusal
 
 
 class LastCheckpoint(Checkpoint):
@@ -112,3 +114,32 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def set_aside_unreadable(path: Path) -> str | None:
+    """A checkpoint that cannot be read (zero bytes, truncated, overwritten) is renamed to
+    `<name>.corrupt-<UTC time>` beside it, kept for inspection, so that the run restarts instead of failing on
+    it at every relaunch; returns the line that says so, or None when `path` is absent or reads. One holding
+    Python objects is refused (never set aside, never run): see errors.refusal."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: no second copy in memory
+        return None
+    except pickle.UnpicklingError as error:
+        if any(unsafe in str(error) for unsafe in ("Unsupported global", "Unsupported class")):
+            raise UnsafeCheckpointError(refusal(path, error)) from None
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
+    except Exception as error:  # noqa: BLE001 - EOFError, RuntimeError (a bad zip), ...: all mean unreadable
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}".rstrip(": ")
+    size = path.stat().st_size
+    stamp, n = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), 0
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    while aside.exists():  # two in one second: keep both
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, aside)
+    fsync_dir(path.parent)
+    what = "zero bytes" if not size else f"{size} bytes, {reason}"
+    return f"{path}: unreadable ({what}); set aside as {aside.name}"

@@ -108,6 +108,18 @@ def _differences(before, after, prefix: str = "") -> list[str]:
     return [] if before == after else [f"{prefix.rstrip('.')}: {before} -> {after}"]
 
 
+def checkpoint_kept(run_dir: Path) -> bool:
+    """Whether a finished run's checkpoints/last.ckpt is there and reads. An unreadable one (zero bytes after a
+    crash, truncated by a copy) is set aside, so that the run trains again instead of every unit failing on it."""
+    from plmbench.lit.checkpoints import set_aside_unreadable
+
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    aside = set_aside_unreadable(last)
+    if aside:
+        log.warning("%s; the run trains again from step 0", aside)
+    return last.is_file()
+
+
 def world_size(cfg: DictConfig) -> int:
     devices = cfg.trainer.devices
     per_node = int(devices) if str(devices).isdigit() else 1  # "auto"/-1 on one device count as 1 here
@@ -159,10 +171,14 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
 
     from plmbench.data.tokenizer import save_hf_tokenizer
     from plmbench.impl import apply_threads
+    from plmbench.lit.checkpoints import set_aside_unreadable
     from plmbench.lit.pretrain_data import PretrainData
     from plmbench.lit.pretrain_module import PretrainModule
     from plmbench.lit.run_metrics import RunMetrics
 
+    aside = set_aside_unreadable(run_dir / "checkpoints" / "last.ckpt")  # a zero-byte or truncated file failed
+    if aside:  # every relaunch (a bare EOFError): kept aside for a look, and the run trains again
+        log.warning("%s; the run restarts from step 0 (it has no other checkpoint)", aside)
     run_dir.mkdir(parents=True, exist_ok=True)
     apply_threads(cfg.impl)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

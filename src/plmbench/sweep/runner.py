@@ -102,10 +102,13 @@ class CellRunner:
         return {"experiment": self.results_name, "part": str(self.cfg.experiment.name),
                 "scale": str(self.cfg.scale.name), "unit_id": unit, "cell_id": self.cell, "axes": self.axes,
                 "task": task, "task_source": source, "seed": seed, "git_commit": self.commit,
+                "launch": OmegaConf.select(self.cfg, "sweep.launch"),  # failed in this launch: not retried in it
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
     def run(self) -> None:
-        done = self.store.completed_units()
+        # A failed unit runs again (the disk was freed, a file was fixed) unless sweep.retry_failed=false.
+        retry = bool(OmegaConf.select(self.cfg, "sweep.retry_failed", default=True))
+        done = self.store.completed_units(retry_failed=retry, launch=OmegaConf.select(self.cfg, "sweep.launch"))
         pretrain_unit = unit_id(self.cell, {"name": "pretrain"}, int(self.cfg.seed), {})
         pending = [(t, s) for t, s in finetune_units(self.cfg)
                    if self._finetune_unit(t, s) not in done]
@@ -121,14 +124,14 @@ class CellRunner:
             self._shots(task, k, seed, pretrain)
 
     def _pretrain(self, unit: str, record: bool) -> dict:
-        from plmbench.lit.pretraining import run_pretraining
+        from plmbench.lit.pretraining import checkpoint_kept, run_pretraining
         from plmbench.objectives.counting import describe_config
 
         metrics_path = self.cell_dir / "metrics.json"
         failed = None
         try:
             metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-            if not metrics or metrics.get("status") != "finished":
+            if not metrics or metrics.get("status") != "finished" or not checkpoint_kept(self.cell_dir):
                 meta = {"name": f"{self.results_name}-{self.cell}", "group": self.results_name,
                         "tags": [f"{k}={v}" for k, v in self.axes.items()]}
                 metrics = run_pretraining(self.cfg, self.cell_dir, logger_meta=meta)

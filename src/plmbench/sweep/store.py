@@ -22,7 +22,7 @@ from plmbench.safety import check_plain_name, drop_secrets
 
 log = logging.getLogger(__name__)
 
-DONE_STATUSES = ("ok", "failed")  # a unit with either is not run again by a resumed sweep
+DONE_STATUSES = ("ok", "failed")  # a unit's final word; a relaunch runs a failed one again unless told not to
 
 
 class StoreError(UserError):
@@ -137,9 +137,17 @@ class ResultsStore:
                         "ResultsStore.repair() rewrites the file without them", self.path, len(bad), bad)
         return [record for _, record in good]
 
-    def completed_units(self) -> set[str]:
-        """unit_ids whose latest word is final (ok or failed): a resumed sweep skips them."""
-        return {r["unit_id"] for r in self.records() if r.get("status") in DONE_STATUSES}
+    def completed_units(self, retry_failed: bool = False, launch: str | None = None) -> set[str]:
+        """unit_ids a resumed sweep skips, by each unit's latest final word (ok or failed): ok ones; failed ones too
+        unless `retry_failed`, and even then those that failed in this same `launch` (one `plmbench sweep`, whose
+        parts may share a cell), so that a relaunch tries a failed unit once more, not once per part."""
+        latest = {r["unit_id"]: r for r in self.records() if r.get("status") in DONE_STATUSES}
+        return {unit for unit, r in latest.items()
+                if r["status"] == "ok" or not retry_failed or (launch is not None and r.get("launch") == launch)}
+
+    def failed_units(self) -> set[str]:
+        """unit_ids whose latest final word is failed: what a relaunch retries (sweep.retry_failed)."""
+        return self.completed_units() - self.completed_units(retry_failed=True)
 
     def latest(self, unit_id: str) -> dict | None:
         """The last record appended for `unit_id` (a retried unit has several), or None."""
