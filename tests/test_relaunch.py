@@ -199,3 +199,48 @@ def planned_units(space: Workspace) -> dict[str, list[str]]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def test_a_cell_or_unit_another_process_holds_is_skipped_then_picked_up(corpus, cache, tmp_path):
+    space = Workspace(tmp_path, corpus, cache, "held", steps=30, grid=False)
+    ((cell, units),) = planned_units(space).items()
+    pretraining = unit_id(cell, {"name": "pretrain"}, 0, {})
+    (task_unit,) = set(units) - {pretraining}
+    cell_dir = tmp_path / "runs" / "cells" / cell
+
+    with holding(cell_dir):
+        skipped = space.run()
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert (f"[sweep] cell {cell}: held by another process (pid {os.getpid()}); skipped, a later relaunch runs it"
+            in skipped.stdout), skipped.stdout[-2000:]
+    assert space.store.records() == [] and sorted(p.name for p in cell_dir.iterdir()) == [".lock"]  # not written
+
+    with holding(tmp_path / "runs" / "units" / task_unit):
+        partly = space.run()
+    assert partly.returncode == 0, partly.stderr[-3000:]
+    assert f"[sweep] unit {task_unit} (glue/rte, seed 0): held by another process (pid {os.getpid()})" in partly.stdout
+    assert [r["unit_id"] for r in space.store.records()] == [pretraining]
+
+    final = space.run()
+    assert final.returncode == 0, final.stderr[-3000:]
+    records = space.store.records()
+    assert [r["unit_id"] for r in records] == [pretraining, task_unit] and all(r["status"] == "ok" for r in records)
+
+
+def test_two_sweeps_on_one_results_folder_train_each_unit_once(corpus, cache, tmp_path):
+    """Two sweeps on one results folder trained every unit twice into the same cell folder (8 records for 4
+    units). The second, started while the first trains its first cell, now skips what the first holds."""
+    space = Workspace(tmp_path, corpus, cache, "twice", steps=120, grid=False)
+    experiment = tmp_path / "conf" / "experiment" / "twice.yaml"
+    experiment.write_text(experiment.read_text() + "hydra:\n  sweeper:\n    params:\n      optim.lr: 5.0e-3,4.0e-3\n")
+    cells = tmp_path / "runs" / "cells"
+    first = space.launch("first.log")
+    wait_for(lambda: any(cells.glob("*/checkpoints/last.ckpt")), first, "checkpoint")  # it is in a cell
+    second = space.launch("second.log")
+    statuses = first.wait(600), second.wait(600)
+    logs = {name: (tmp_path / name).read_text() for name in ("first.log", "second.log")}
+    assert statuses == (0, 0), {name: text[-3000:] for name, text in logs.items()}
+    records = space.store.records()
+    units = [r["unit_id"] for r in records]
+    assert len(units) == 4 and len(set(units)) == 4 and all(r["status"] == "ok" for r in records), records
+    for metrics in (json.loads(path.read_text()) for path in cells.glob("*/metrics.json")):
+        assert metrics["status"] == "finished" and metrics["step"] == 120
+        assert metrics["resumed_at_steps"] == []  # one process trained each cell from start to end

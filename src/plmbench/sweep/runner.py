@@ -24,6 +24,7 @@ from plmbench import paths
 from plmbench.configuration import compose, config_file
 from plmbench.lineage import cell_id, unit_id
 from plmbench.safety import drop_secrets
+from plmbench.sweep.locks import hold
 from plmbench.sweep.progress import SweepProgress
 from plmbench.sweep.store import ResultsStore
 
@@ -106,6 +107,16 @@ class CellRunner:
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
     def run(self) -> None:
+        """The cell's pending units, under the cell's lock: a second sweep on the same results skips a cell that
+        another process is running (and says so) instead of training into its folder; a relaunch picks it up."""
+        if not is_first_rank():  # the other ranks of a multi-GPU job follow the first, which holds the lock
+            return self._run()
+        with hold(self.cell_dir) as holder:
+            if holder is not None:
+                return self._held(f"cell {self.cell}", holder)
+            self._run()
+
+    def _run(self) -> None:
         # A failed unit runs again (the disk was freed, a file was fixed) unless sweep.retry_failed=false.
         retry = bool(OmegaConf.select(self.cfg, "sweep.retry_failed", default=True))
         done = self.store.completed_units(retry_failed=retry, launch=OmegaConf.select(self.cfg, "sweep.launch"))
@@ -196,6 +207,17 @@ class CellRunner:
         self._run_unit(task, seed, self._shots_unit(task, k, seed), pretrain, evaluate, shots=k)
 
     def _run_unit(self, task: str, seed: int, unit: str, pretrain: dict, train, shots) -> None:
+        """The unit under its own lock (runs/units/<unit>/.lock): one process at a time runs and records it."""
+        with hold(paths.runs_root() / "units" / unit) as holder:
+            if holder is not None:
+                return self._held(f"unit {unit} ({task}, seed {seed})", holder)
+            self._unit(task, seed, unit, pretrain, train, shots)
+
+    @staticmethod
+    def _held(what: str, holder: str) -> None:
+        print(f"[sweep] {what}: held by another process ({holder}); skipped, a later relaunch runs it", flush=True)
+
+    def _unit(self, task: str, seed: int, unit: str, pretrain: dict, train, shots) -> None:
         """Compose the unit's fine-tuning config, run `train(ft, out_dir, logger_meta)`, append its record."""
         record = self.base_record(task.replace("/", "_"), seed, unit, str(self.cfg.sweep.get("task_source")))
         if OmegaConf.select(self.cfg, "sweep.shots"):
