@@ -23,6 +23,7 @@ from plmbench.fewshot.scoring import choose, continuation_logprobs, greedy_gener
 from plmbench.fewshot.units import ShotsError, run_shots_unit
 from plmbench.models.config import ModelConfig
 from plmbench.objectives.clm import CausalLM
+from test_wandb_runs import offline_runs
 
 RTE = {"name": "rte", "family": "glue", "kind": "classification", "num_labels": 2,
        "metric": {"name": "glue", "config": "rte"}, "eval_splits": ["validation"]}
@@ -310,7 +311,8 @@ def write_run(directory, bpe, causal: bool = True) -> None:
     save_hf_tokenizer(tokenizer, special, directory / "tokenizer", "gpt2" if causal else "bert")
 
 
-def test_shots_unit_evaluates_a_pretraining_run_on_the_fine_tuned_rows(bpe, shared_data, tmp_path):
+def test_shots_unit_evaluates_a_pretraining_run_on_the_fine_tuned_rows(bpe, shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))  # the unit logs to W&B (offline), as every unit kind does
     write_run(tmp_path / "cell", bpe)
     ft = compose("finetune", ["task=glue/rte", "task.source=local", f"data_dir={shared_data}",
                               f"init={tmp_path / 'cell'}", "max_eval_examples=5", "+sweep.shots.style=gpt3"])
@@ -318,6 +320,9 @@ def test_shots_unit_evaluates_a_pretraining_run_on_the_fine_tuned_rows(bpe, shar
     assert metrics["eval_examples"] == {"validation": 5} and (tmp_path / "unit" / "metrics.json").is_file()
     assert 0.0 <= metrics["best"]["accuracy"] <= 1.0 and metrics["style"] == "gpt3"
     assert metrics["context"] == 64  # the pre-training length, not max_positions: later positions are untrained
+    (run,) = offline_runs(tmp_path, finished=1)  # its W&B run holds its result and is finished
+    assert run["job_type"] == "fewshot" and run["exit_code"] == 0
+    assert run["summary"]["final/best/accuracy"] == pytest.approx(metrics["best"]["accuracy"])
 
     write_run(tmp_path / "encoder", bpe, causal=False)
     with pytest.raises(ShotsError, match="model.causal=false"):

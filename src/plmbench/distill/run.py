@@ -204,8 +204,8 @@ def _check_vocabulary(data: PretrainData, teacher: Teacher) -> None:
 def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None) -> dict:
     """General distillation of `cfg.distill.teacher` into a new student in `run_dir` (resumed from its last.ckpt);
     returns metrics.json: first/last loss, held-out loss terms and MLM accuracies, student and teacher sizes."""
-    from plmbench.lit.loggers import build_logger, save_config
-    from plmbench.lit.pretraining import build_trainer, finish_logger, fit_resumable
+    from plmbench.lit.loggers import build_logger, finished, log_final, save_config, stable_run_id
+    from plmbench.lit.pretraining import build_trainer, fit_resumable
 
     settings = distill_settings(cfg)
     run_dir = Path(run_dir)
@@ -225,17 +225,19 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
     run_config["distill"] = {**settings, "teacher": teacher.describe(), **init}
     save_config(OmegaConf.create(run_config), run_dir / "config.yaml")
     save_hf_tokenizer(teacher.tokenizer, teacher.special, run_dir / "tokenizer", student.config.family)
-    meta = logger_meta or {}
-    logger = build_logger(run_config.get("logger", {"kind": "none"}), run_dir, meta.get("name", run_dir.name),
-                          run_config, group=meta.get("group"), job_type="distill", tags=meta.get("tags"))
     extra = {"kind": settings["kind"], "teacher": teacher.describe(), "student": shape_of(student.config), **init,
              "params": {"student_backbone": count_parameters(student.backbone),
                         "teacher_backbone": count_parameters(teacher.model.backbone)},
              "vocab_size": data.vocab_size, "instances": len(data.train)}
     metrics = RunMetrics(run_dir / "metrics.json", extra=extra)
-    trainer = build_trainer(data_cfg, run_dir, [metrics], logger)
-    fit_resumable(trainer, module, data, data_cfg, run_dir, metrics, logger)  # weights_only; SIGTERM: saved
-    finish_logger(logger)
+    meta = logger_meta or {}
+    logger = build_logger(run_config.get("logger", {"kind": "none"}), run_dir, meta.get("name", run_dir.name),
+                          run_config, group=meta.get("group"), job_type="distill", tags=meta.get("tags"),
+                          run_id=meta.get("id") or stable_run_id(run_dir))  # a relaunch continues this W&B run
+    with finished(logger):  # the W&B run ends whatever happens: failed (exit code 1) if training raised
+        trainer = build_trainer(data_cfg, run_dir, [metrics], logger)
+        fit_resumable(trainer, module, data, data_cfg, run_dir, metrics)  # weights_only; SIGTERM: saved
+        log_final(logger, json.loads((run_dir / "metrics.json").read_text()))
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -278,13 +280,16 @@ def task_init(setup: TaskSetup, init_dir: Path):
     return init
 
 
-def train_task(setup: TaskSetup, init, seed: int, run_dir: Path, build: Callable, epochs: int | None = None):
+def train_task(setup: TaskSetup, init, seed: int, run_dir: Path, build: Callable, epochs: int | None = None,
+               logger_meta: dict | None = None):
     """Train one model on the task per learning rate of the grid (BERT's protocol); returns (module, result) of
-    the rate with the best dev score. `build(lr, total_steps)` makes the module (a FinetuneModule)."""
+    the rate with the best dev score. `build(lr, total_steps)` makes the module (a FinetuneModule). Each rate's run
+    is logged to setup.cfg.logger (`logger_meta`: name, group, tags), its W&B run finished whatever happens."""
     from plmbench.data.features import FeatureCollator
-    from plmbench.lit.finetuning import flat_metrics, learning_rates, task_loader, task_trainer
+    from plmbench.lit.finetuning import fit_task, flat_metrics, learning_rates, task_loader
+    from plmbench.lit.loggers import build_logger
 
-    cfg, task = setup.cfg, setup.cfg.task
+    cfg, task, meta = setup.cfg, setup.cfg.task, logger_meta or {}
     epochs = int(epochs or (cfg.epochs if cfg.get("epochs") is not None else task.epochs))
     collate, workers, batch_size = FeatureCollator(init.special), int(cfg.trainer.get("num_workers", 0)), \
         int(task.batch_size)
@@ -296,9 +301,11 @@ def train_task(setup: TaskSetup, init, seed: int, run_dir: Path, build: Callable
         eval_loaders = [task_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in setup.splits]
         module = build(lr, epochs * len(train_loader))
         init.load_weights(module.model)
-        log_every = max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader)))
-        trainer = task_trainer(cfg, epochs, False, log_every, run_dir)
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
+        name = f"lr{lr:g}-seed{seed}"
+        logger = build_logger(OmegaConf.to_container(cfg.logger, resolve=True), run_dir / "runs" / name,
+                              f"{meta.get('name', run_dir.name)}-{name}", OmegaConf.to_container(cfg, resolve=True),
+                              group=meta.get("group"), job_type="finetune", tags=meta.get("tags"))
+        fit_task(cfg, module, train_loader, eval_loaders, epochs, logger, run_dir)
         split = setup.splits[0].name
         result = {"lr": lr, "seed": seed, "epochs": epochs, "best_epoch": module.best["epoch"],
                   "best": flat_metrics(module.best["metrics"], split), "history": module.history,

@@ -195,7 +195,8 @@ class DistillationSweep:
         try:
             metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
             if metrics.get("status") != "finished":
-                meta = {"name": f"{self.plan.results}-{self.cell}", "group": self.plan.results, "tags": ["teacher"]}
+                meta = {"name": f"{self.plan.results}-{self.cell}", "group": self.plan.results, "tags": ["teacher"],
+                        "id": self.cell}  # as a sweep cell: a relaunch continues its W&B run
                 metrics = run_pretraining(self.cfg, self.teacher_dir, logger_meta=meta)
         except Exception as error:  # noqa: BLE001 - recorded; nothing else can run without a teacher
             log.error("teacher pre-training failed:\n%s", traceback.format_exc())
@@ -222,7 +223,8 @@ class DistillationSweep:
         try:
             metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
             if metrics.get("status") != "finished":
-                meta = {"name": f"{self.plan.results}-{name}-{run_id}", "group": self.plan.results, "tags": [name]}
+                meta = {"name": f"{self.plan.results}-{name}-{run_id}", "group": self.plan.results, "tags": [name],
+                        "id": run_id}
                 metrics = run_distillation(cfg, run_dir, logger_meta=meta)
         except Exception as error:  # noqa: BLE001 - recorded, and the other students go on
             log.error("distillation of %s failed:\n%s", name, traceback.format_exc())
@@ -326,6 +328,10 @@ class DistillationSweep:
                     self.record(unit, model, str(ft.task.name), seed, source, status="failed",
                                 error=f"{type(error).__name__}: {error}")
 
+    def task_logger_meta(self, model: str, setup, seed: int) -> dict:
+        return {"name": f"{self.plan.results}-{model}-{setup.cfg.task.name}-s{seed}", "group": self.plan.results,
+                "tags": [model]}
+
     def is_task_distilled(self, model: str) -> bool:
         """TinyBERT students learn each task from the fine-tuned teacher; the teacher and DistilBERT fine-tune."""
         return model in self.plan.students and self.plan.students[model].distill.kind == "tinybert"
@@ -343,7 +349,7 @@ class DistillationSweep:
                   "fused_adamw": fused}
         if not self.is_task_distilled(model):
             return train_task(setup, init, seed, run_dir, lambda lr, steps: FinetuneModule(
-                init.config, task, lr, steps, **common))
+                init.config, task, lr, steps, **common), logger_meta=self.task_logger_meta(model, setup, seed))
         if teacher is None:
             raise DistillError("task-specific distillation needs the fine-tuned teacher, which failed")
         return self.distill_on_task(model, setup, init, seed, teacher, task, common, run_dir)
@@ -367,7 +373,8 @@ class DistillationSweep:
             return TaskDistillation(teacher, init.config, task, lr, steps, loss=loss,
                                     intermediate_epochs=intermediate, **common)
 
-        return train_task(setup, init, seed, run_dir, build, epochs=intermediate + prediction)
+        return train_task(setup, init, seed, run_dir, build, epochs=intermediate + prediction,
+                          logger_meta=self.task_logger_meta(model, setup, seed))
 
 
 def run(overrides: list[str]) -> None:

@@ -29,7 +29,7 @@ from plmbench.data.tokenizer import special_tokens
 from plmbench.errors import UserError
 from plmbench.lit import finetune_module
 from plmbench.lit.finetune_module import FinetuneModule
-from plmbench.lit.finetuning import Init, json_safe, prepare_data, primary_metric, task_loader, task_trainer
+from plmbench.lit.finetuning import Init, fit_task, json_safe, prepare_data, primary_metric, task_loader
 from plmbench.lit.loggers import build_logger
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
@@ -121,9 +121,7 @@ def run_elmo_unit(ft_cfg: DictConfig, cell_dir: Path, seed: int, out_dir: Path,
     logger = build_logger(OmegaConf.to_container(ft_cfg.logger, resolve=True), out_dir / "runs" / name,
                           f"{meta.get('name', out_dir.name)}-{name}", OmegaConf.to_container(ft_cfg, resolve=True),
                           group=meta.get("group"), job_type="finetune", tags=meta.get("tags"))
-    log_every = max(1, min(int(ft_cfg.trainer.log_every_n_steps), len(train_loader)))
-    task_trainer(ft_cfg, epochs, logger, log_every, out_dir).fit(module, train_dataloaders=train_loader,
-                                                                 val_dataloaders=eval_loaders)
+    fit_task(ft_cfg, module, train_loader, eval_loaders, epochs, logger, out_dir)  # the W&B run ends, whatever
     first = splits[0].name
     best = module.best["metrics"]
     flat = dict(best[first])

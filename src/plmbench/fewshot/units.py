@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError
 from plmbench.fewshot.evaluate import evaluate_shots
+from plmbench.lit.loggers import build_logger, finished, log_final
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
 from plmbench.objectives.clm import CausalLM
@@ -68,13 +69,15 @@ def load_causal_lm(run_dir: Path) -> tuple[CausalLM, Tokenizer, SpecialTokens, i
     return model, tokenizer, special_tokens(tokenizer), context
 
 
-def run_shots_unit(ft_cfg: DictConfig, cell_dir: Path, k: int, seed: int, out_dir: Path | None = None) -> dict:
+def run_shots_unit(ft_cfg: DictConfig, cell_dir: Path, k: int, seed: int, out_dir: Path | None = None,
+                   logger_meta: dict | None = None) -> dict:
     """Evaluate the cell's causal LM on ft_cfg.task with k demonstrations drawn with `seed`.
 
     `ft_cfg` is the composed `finetune` config of the same unit's fine-tuning run (the sweep composes it with
     task=<task>, init=<cell dir> and the task source): its task node, data_dir and max_eval_examples are used, so
     the k-shot rows are the fine-tuned rows. Returns evaluate_shots' metrics ("best", "best_by_split", "primary",
-    "prompts", ...); with out_dir, also writes them to out_dir/metrics.json.
+    "prompts", ...); with out_dir, also writes them to out_dir/metrics.json and logs them to ft_cfg.logger (a W&B
+    run of job type fewshot, finished whatever happens).
     """
     from plmbench.data.tasks import load_task
 
@@ -86,9 +89,16 @@ def run_shots_unit(ft_cfg: DictConfig, cell_dir: Path, k: int, seed: int, out_di
     data = load_task(task_cfg, OmegaConf.select(ft_cfg, "data_dir"))
     cap = settings["max_examples"] if settings["max_examples"] is not None else \
         OmegaConf.select(ft_cfg, "max_eval_examples")
-    metrics = evaluate_shots(model, tokenizer, special, task_cfg, data, k=int(k), seed=int(seed),
-                             max_examples=cap, style=settings["style"], batch_size=int(settings["batch_size"]),
-                             context=context)  # the pre-training length: longer positions were never trained
+    meta, name = logger_meta or {}, f"k{int(k)}-seed{int(seed)}"
+    logger = False if out_dir is None else build_logger(
+        OmegaConf.to_container(ft_cfg.logger, resolve=True), Path(out_dir) / "runs" / name,
+        f"{meta.get('name', Path(out_dir).name)}-{name}", OmegaConf.to_container(ft_cfg, resolve=True),
+        group=meta.get("group"), job_type="fewshot", tags=meta.get("tags"))
+    with finished(logger):
+        metrics = evaluate_shots(model, tokenizer, special, task_cfg, data, k=int(k), seed=int(seed),
+                                 max_examples=cap, style=settings["style"], batch_size=int(settings["batch_size"]),
+                                 context=context)  # the pre-training length: longer positions were never trained
+        log_final(logger, {"k": int(k), "best": metrics["best"]})
     metrics["init"] = {"kind": "pretrain_run", "path": str(cell_dir)}
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

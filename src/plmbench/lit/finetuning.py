@@ -41,7 +41,7 @@ from plmbench.data.features import (
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
-from plmbench.lit.loggers import build_logger, save_config
+from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
 from plmbench.models.task_heads import HEADS
@@ -346,9 +346,22 @@ def task_trainer(cfg: DictConfig, epochs: int, logger, log_every: int, run_dir: 
     # One device: evaluation gathers every logit of a split in one process to score it with the task's metric.
     return pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
                       precision=cfg.impl.precision, gradient_clip_val=cfg.trainer.gradient_clip_val,
-                      logger=logger, callbacks=[bar()] if bar else [], enable_progress_bar=bar is not None,
+                      logger=logger, callbacks=[*([bar()] if bar else []), *lr_monitor(logger)],
+                      enable_progress_bar=bar is not None,
                       enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
                       log_every_n_steps=log_every, default_root_dir=str(run_dir))
+
+
+def fit_task(cfg: DictConfig, module: pl.LightningModule, train_loader, eval_loaders, epochs: int, logger,
+             run_dir: Path) -> None:
+    """Fits a task module (a FinetuneModule) and logs its best dev metrics; its W&B run ends whatever happens,
+    failed (exit code 1) if the fit raised, so that the next unit's logger never attaches to it."""
+    log_every = max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader)))
+    with finished(logger):
+        task_trainer(cfg, epochs, logger, log_every, run_dir).fit(module, train_dataloaders=train_loader,
+                                                                  val_dataloaders=eval_loaders)
+        log_final(logger, {"score": module.score(module.best["metrics"]), "best_epoch": module.best["epoch"],
+                           "best": module.best["metrics"]})
 
 
 def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metric, lr: float, seed: int,
@@ -372,10 +385,7 @@ def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metri
                           f"{logger_meta.get('name', run_dir.name)}-{name}",
                           OmegaConf.to_container(cfg, resolve=True), group=logger_meta.get("group"),
                           job_type="finetune", tags=logger_meta.get("tags"))
-    log_every = max(1, min(int(cfg.trainer.log_every_n_steps), len(train_loader)))
-    trainer = task_trainer(cfg, epochs, logger, log_every, run_dir)
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
-    _finish(logger)
+    fit_task(cfg, module, train_loader, eval_loaders, epochs, logger, run_dir)
     return {"lr": lr, "seed": seed, "best_epoch": module.best["epoch"], "best": module.best["metrics"],
             "score": module.score(module.best["metrics"]), "history": module.history,
             "wall_seconds": time.perf_counter() - started,
@@ -384,14 +394,6 @@ def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metri
 
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())  # a shared tensor is counted once
-
-
-def _finish(logger) -> None:
-    try:
-        if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
-            logger.experiment.finish()
-    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
-        log.warning("could not close the W&B run: %s", error)
 
 
 def _median_run(runs: list[dict]) -> dict:

@@ -1,12 +1,20 @@
 """Experiment loggers: W&B (offline by default, online when the user has credentials and asks), CSV, or none.
 
 A W&B failure never fails a run: if the logger cannot be created, the run falls back to CSV and says why.
+
+Every W&B run is finished whatever happens to its unit (`finished`): Lightning leaves the run of a failed fit
+open, and the next WandbLogger of the process would attach to it, putting the next unit's metrics in the failed
+run. A run that is resumed from its checkpoint (a pre-training cell, a distilled student) passes a stable
+`run_id`, so that its relaunch continues the same W&B run (resume="allow").
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from plmbench.safety import drop_secrets, wandb_settings  # W&B keys never reach logs, results or tables
@@ -15,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group: str | None = None,
-                 job_type: str | None = None, tags: list[str] | None = None):
+                 job_type: str | None = None, tags: list[str] | None = None, run_id: str | None = None):
     kind = logger_cfg.get("kind", "none")
     if kind == "none":
         return False
@@ -31,16 +39,78 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
         if mode == "online" and not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
             log.warning("logger.mode=online but no W&B credentials found: logging offline (wandb sync later)")
             mode = "offline"
+        _finish_open_run(name)
         logger = WandbLogger(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
-                             name=name, group=group, job_type=job_type, tags=tags, mode=mode,
-                             save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()), config=drop_secrets(config),
-                             settings=wandb_settings())
+                             name=name, group=group, job_type=job_type, tags=tags, mode=mode, id=run_id,
+                             resume="allow", save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()),
+                             config=drop_secrets(config), settings=wandb_settings())
         _ = logger.experiment  # create the run now, inside this try
         return logger
     except Exception as error:  # noqa: BLE001 - a logging backend must never take a run down
         log.warning("W&B logger unavailable (%s: %s); falling back to CSV", type(error).__name__, error)
         from pytorch_lightning.loggers import CSVLogger
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+
+
+def stable_run_id(run_dir: Path) -> str:
+    """The W&B run id of a run directory that may be resumed: a relaunch in the same directory finds it again."""
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def _finish_open_run(name: str) -> None:
+    """A W&B run still open here was left by a unit that did not finish it (it failed): a new WandbLogger would
+    attach to it instead of starting its own run."""
+    import wandb
+
+    if wandb.run is not None:
+        log.warning("W&B run %s was left open; finishing it as failed before starting %s", wandb.run.id, name)
+        wandb.run.finish(exit_code=1)
+
+
+@contextmanager
+def finished(logger):
+    """Runs the block, then finishes the logger's W&B run whatever happened: exit code 1 if the block raised."""
+    try:
+        yield logger
+    except BaseException:
+        finish_run(logger, exit_code=1)
+        raise
+    finish_run(logger, exit_code=0)
+
+
+def finish_run(logger, exit_code: int = 0) -> None:
+    try:
+        if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish(exit_code=exit_code)
+    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
+        log.warning("could not close the W&B run: %s", error)
+
+
+def lr_monitor(logger) -> list:
+    """The learning rate of every step in the run's logs (a LearningRateMonitor refuses a Trainer without logger)."""
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    return [LearningRateMonitor(logging_interval="step")] if logger else []
+
+
+def log_final(logger, metrics: dict, prefix: str = "final") -> None:
+    """A unit's final numbers (its metrics.json's), flattened as `final/<key>`, so that every run shows its result
+    in W&B whether or not its unit logged during training."""
+    if not logger:
+        return
+    flat = {f"{prefix}/{key}": float(value) for key, value in _flatten(metrics).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
+    if flat:
+        logger.log_metrics(flat)
+        logger.save()
+
+
+def _flatten(values: dict, parent: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        name = f"{parent}/{key}" if parent else str(key)
+        flat.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
+    return flat
 
 
 def save_config(cfg, path: Path) -> None:

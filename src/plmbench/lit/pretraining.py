@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from plmbench import termination
 from plmbench.errors import UnsafeCheckpointError, UserError, refusal
 from plmbench.lineage import cell_spec
-from plmbench.lit.loggers import build_logger, save_config
+from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config, stable_run_id
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.objectives import check_objective
 from plmbench.safety import check_plain_name
@@ -158,7 +158,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
         gradient_clip_val=t.gradient_clip_val, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=cfg.impl.precision,
         log_every_n_steps=int(t.log_every_n_steps), logger=logger, default_root_dir=str(run_dir),
-        callbacks=[*callbacks, checkpoints, *([bar()] if bar else [])], enable_progress_bar=bar is not None,
+        callbacks=[*callbacks, checkpoints, *([bar()] if bar else []), *lr_monitor(logger)],
+        enable_progress_bar=bar is not None,
         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_model_summary=False)
 
 
@@ -197,27 +198,29 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     save_hf_tokenizer(data.tokenizer, data.special, run_dir / "tokenizer", cfg.model.family)
     meta = logger_meta or {}
     logger = build_logger(resolved.get("logger", {"kind": "none"}), run_dir, meta.get("name", run_dir.name), resolved,
-                          group=meta.get("group"), job_type="pretrain", tags=meta.get("tags"))
-    metrics = RunMetrics(run_dir / "metrics.json", extra={"vocab_size": data.vocab_size,
-                                                          "instances": len(data.train), "data_stats": data.stats})
-    trainer = build_trainer(cfg, run_dir, [metrics], logger)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        log.info("resuming from %s", last)
-    # Our loader resumes at the checkpoint's batch by construction (lit/sampling.py): Lightning's warning that it
-    # cannot does not apply. weights_only: a checkpoint is data, never code to unpickle.
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
-    untrained = int(cfg.trainer.max_steps) == 0  # a control cell: the initial weights, validated, as a checkpoint
-    if untrained:
-        trainer.validate(module, datamodule=data, verbose=False)  # the intrinsic metrics of a random model
-    fit_resumable(trainer, module, data, cfg, run_dir, metrics, logger)
-    if untrained and not last.exists():
-        trainer.save_checkpoint(last, weights_only=True)  # what fine-tuning loads, as from any other cell
-    finish_logger(logger)
+                          group=meta.get("group"), job_type="pretrain", tags=meta.get("tags"),
+                          run_id=meta.get("id") or stable_run_id(run_dir))  # a relaunch continues this W&B run
+    with finished(logger):  # the W&B run ends whatever happens: failed (exit code 1) if training raised
+        metrics = RunMetrics(run_dir / "metrics.json", extra={"vocab_size": data.vocab_size,
+                                                              "instances": len(data.train), "data_stats": data.stats})
+        trainer = build_trainer(cfg, run_dir, [metrics], logger)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            log.info("resuming from %s", last)
+        # Our loader resumes at the checkpoint's batch by construction (lit/sampling.py): Lightning's warning that
+        # it cannot does not apply. weights_only: a checkpoint is data, never code to unpickle.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        untrained = int(cfg.trainer.max_steps) == 0  # a control cell: the initial weights, validated, as a checkpoint
+        if untrained:
+            trainer.validate(module, datamodule=data, verbose=False)  # the intrinsic metrics of a random model
+        fit_resumable(trainer, module, data, cfg, run_dir, metrics)
+        if untrained and not last.exists():
+            trainer.save_checkpoint(last, weights_only=True)  # what fine-tuning loads, as from any other cell
+        log_final(logger, _read(run_dir))
     return _read(run_dir)
 
 
-def fit_resumable(trainer, module, data, cfg: DictConfig, run_dir: Path, metrics, logger) -> None:
+def fit_resumable(trainer, module, data, cfg: DictConfig, run_dir: Path, metrics) -> None:
     """trainer.fit from run_dir's last.ckpt when there is one; SIGTERM stops it at the end of a step, saved
     (lit/checkpoints.py), and raises Terminated saying where."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -229,15 +232,14 @@ def fit_resumable(trainer, module, data, cfg: DictConfig, run_dir: Path, metrics
     except pickle.UnpicklingError as error:  # only a checkpoint load unpickles here
         raise UnsafeCheckpointError(refusal(last, error)) from None
     except (termination.Terminated, SIGTERMException):  # SIGTERMException: Lightning's stop, e.g. in a validation
-        raise termination.Terminated(_stopped(cfg, run_dir, trainer, module, metrics, logger)) from None
+        raise termination.Terminated(_stopped(cfg, run_dir, trainer, module, metrics)) from None
 
 
-def _stopped(cfg: DictConfig, run_dir: Path, trainer, module, metrics, logger) -> str:
+def _stopped(cfg: DictConfig, run_dir: Path, trainer, module, metrics) -> str:
     """Records a run stopped by SIGTERM (metrics.json, status "stopped": a relaunch resumes it); says where."""
     step, saved = int(trainer.global_step), trainer.checkpoint_callback.saved_step
     if step < int(cfg.trainer.max_steps) and metrics.started:  # a finished run keeps its "finished"
         metrics.write(trainer, module, "stopped", stopped_by="SIGTERM", checkpoint_step=saved)
-    finish_logger(logger)
     if (run_dir / "checkpoints" / "last.ckpt").exists():
         checkpoint = ("checkpoint saved at this step" if saved == step else
                       f"its checkpoint holds step {saved}" if saved is not None else "its checkpoint is kept")
@@ -248,14 +250,6 @@ def _stopped(cfg: DictConfig, run_dir: Path, trainer, module, metrics, logger) -
 
 def _read(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-def finish_logger(logger) -> None:
-    try:
-        if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
-            logger.experiment.finish()
-    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
-        log.warning("could not close the W&B run: %s", error)
 
 
 def copy_tokenizer(src_run: Path, dst: Path) -> None:

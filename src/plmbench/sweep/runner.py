@@ -144,7 +144,8 @@ class CellRunner:
             metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
             if not metrics or metrics.get("status") != "finished" or not checkpoint_kept(self.cell_dir):
                 meta = {"name": f"{self.results_name}-{self.cell}", "group": self.results_name,
-                        "tags": [f"{k}={v}" for k, v in self.axes.items()]}
+                        "tags": [f"{k}={v}" for k, v in self.axes.items()],
+                        "id": self.cell}  # the W&B run id: a relaunch continues the cell's run (resume="allow")
                 metrics = run_pretraining(self.cfg, self.cell_dir, logger_meta=meta)
         except Exception as error:  # noqa: BLE001 - recorded, and the sweep goes on
             failed = f"{type(error).__name__}: {error}"
@@ -202,7 +203,7 @@ class CellRunner:
         from plmbench.fewshot.units import run_shots_unit
 
         def evaluate(ft: DictConfig, out_dir: Path, meta: dict) -> dict:
-            return run_shots_unit(ft, self.cell_dir, k, seed, out_dir=out_dir)
+            return run_shots_unit(ft, self.cell_dir, k, seed, out_dir=out_dir, logger_meta=meta)
 
         self._run_unit(task, seed, self._shots_unit(task, k, seed), pretrain, evaluate, shots=k)
 
