@@ -1,6 +1,7 @@
 """W&B runs, real and offline, read back from their .wandb files: every unit's run is finished whatever happens to
 it (exit code 1 when the unit failed) and holds only its own metrics; a killed and relaunched pre-training cell
-continues its own run (the cell id is the run id). Tiny sizes: BERT-tiny, a 400 KB slice of WikiText-2, 48 RTE pairs.
+continues its own run (the cell id is the run id); the summary run says which experiment, scale and commit its
+table comes from. Tiny sizes: BERT-tiny, a 400 KB slice of WikiText-2, 48 RTE pairs.
 """
 
 import json
@@ -9,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from plmbench.commands import table as table_command
 from plmbench.configuration import compose
 from plmbench.lit.finetuning import run_finetuning
 from plmbench.lit.pretrain_module import NonFiniteLossError
 from plmbench.lit.pretraining import run_pretraining
+from plmbench.sweep.runner import git_commit
+from plmbench.sweep.store import ResultsStore
 from test_faults import Workspace, kill, slice_corpus, wait_for, write_rte
+from test_tables import make_records
 
 TINY = ["model=bert", "objective=mlm", "size=tiny", "model.vocab_size=1000", "model.max_positions=64",
         "data.max_seq_len=64", "corpus=files", "data.val_fraction=0.25", "trainer.batch_size=16",
@@ -183,3 +188,17 @@ def test_a_killed_and_relaunched_cell_continues_its_own_wandb_run(corpus, cache,
     (summary,) = [run for run in runs if run["job_type"] == "summary"]
     assert unit["id"] != cell and unit["exit_code"] == 0 and "final/score" in unit["summary"]
     assert summary["exit_code"] == 0 and config_value(summary, "experiment") == "relaunched"
+
+
+def test_the_summary_run_says_which_experiment_scale_and_commit_its_table_comes_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    store = ResultsStore.for_experiment("albert", tmp_path / "results")
+    for record in make_records(1, scale="smoke"):
+        store.append({**record, "git_commit": "abc1234"})
+    table_command.main(["experiment=albert", f"results_dir={tmp_path / 'results'}", "wandb=true",
+                        f"logger.dir={tmp_path}"])
+    (summary,) = offline_runs(tmp_path, finished=1)
+    assert summary["job_type"] == "summary" and summary["exit_code"] == 0
+    assert {key: config_value(summary, key) for key in ("experiment", "scale", "git_commit")} == {
+        "experiment": "albert", "scale": "smoke", "git_commit": "abc1234"}
+    assert config_value(summary, "rendered_at_commit") == git_commit() != "unknown"  # this checkout's commit

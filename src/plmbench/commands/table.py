@@ -58,8 +58,19 @@ def main(overrides: list[str]) -> None:
     print(f"wrote {', '.join(str(p) for p in [*paths.values(), *pictures.values()])} from {len(records)} records")
     if options["wandb"] and renderer is None:
         run_dir = log_summary_run(experiment, table_rows(experiment, records), Path(paths["png"]), options["logger"],
-                                  images=pictures)
+                                  summary_config(records), images=pictures)
         print(f"W&B summary run: {run_dir}" if run_dir else "W&B summary run not logged (see the warning above)")
+
+
+def summary_config(records: list[dict]) -> dict:
+    """Where the summary run's numbers come from: the scale and git commit of its records (comma-separated when
+    they differ) and the commit that rendered the table."""
+    from plmbench.sweep.runner import git_commit
+
+    def distinct(key: str) -> str:
+        return ",".join(sorted({str(r[key]) for r in records if r.get(key)})) or "unknown"
+
+    return {"scale": distinct("scale"), "git_commit": distinct("git_commit"), "rendered_at_commit": git_commit()}
 
 
 def custom_renderer(experiment: str):

@@ -38,9 +38,10 @@ def is_first_rank() -> bool:
 
 
 def git_commit() -> str:
+    """The commit of the plmbench code that runs (its source tree's), not of the folder the sweep runs in."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                              timeout=5).stdout.strip() or "unknown"
+                              timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

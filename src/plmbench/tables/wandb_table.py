@@ -183,10 +183,11 @@ def row_columns(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(key for row in rows for key in row))
 
 
-def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: dict,
+def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: dict, config: dict | None = None,
                     images: dict[str, Path] | None = None) -> Path | None:
     """A W&B run (job_type=summary, group=experiment) holding the table, its PNG and `images` ({name: png}, logged
-    as `<name>_png`, e.g. the learning curves and the compute plot); returns its files directory.
+    as `<name>_png`, e.g. the learning curves and the compute plot); its config is the experiment, the row count
+    and `config` (the table command adds the scale and git commits); returns its files directory.
 
     Never raises: a W&B failure is logged as a warning and the result is None.
     """
@@ -204,7 +205,7 @@ def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: di
         extra = {"dir": str(Path(where).resolve())} if where else {}
         run = wandb.init(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
                          name=f"{experiment}-summary", group=experiment, job_type="summary", mode=mode,
-                         config={"experiment": experiment, "rows": len(rows)},
+                         config={"experiment": experiment, "rows": len(rows), **(config or {})},
                          settings=wandb_settings(), **extra)
         columns = row_columns(rows)
         table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows],
