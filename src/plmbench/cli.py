@@ -12,6 +12,8 @@
     plmbench data                     build the embedded offline corpus and proxy tasks
 
 Configuration errors are reported on one line naming the key, before any compute is spent.
+`plmbench <command> --help` prints what a command does and its config groups with their options;
+`plmbench <command> --cfg job` prints the config it would run with (--cfg hydra|all, --resolve), running nothing.
 """
 
 from __future__ import annotations
@@ -50,10 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"plmbench: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from plmbench.commands.usage import answer_flags
     from plmbench.errors import report_user_errors
     from plmbench.termination import stop_on_sigterm
 
     with stop_on_sigterm(command), report_user_errors():  # SIGTERM: exit 143 and one line, never a silent 0
+        module = COMMANDS[command].split(":")[0]
+        if answer_flags(command, module, overrides):  # --help, --cfg job: printed, nothing run
+            return 0
         _load(COMMANDS[command])(overrides)
     return 0
 
