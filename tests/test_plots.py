@@ -170,3 +170,21 @@ def test_command_logs_the_pictures_to_the_wandb_summary(tmp_path, monkeypatch, c
     assert (tmp_path / "results" / "albert" / "curves.png").is_file()
     images = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/*.png"))
     assert {p.name.split("_png")[0] for p in images} == {"table", "curves", "compute"}
+
+
+
+def test_compute_plot_draws_an_untrained_control_as_a_line_not_a_point():
+    """A control cell (trainer.max_steps=0) saw no tokens: it has no place on a log axis, so it is a labelled line."""
+    records = make_records()
+    for record in records:
+        if record["cell_id"] == "cell8":  # Table 5's None row: make it an untrained control
+            costs = record["pretrain_costs"] if "pretrain_costs" in record else record
+            costs.update(tokens_seen=0, pretrain_flops=None)
+    fig = compute_figure("albert", records)
+    table5 = fig.axes[1]
+    assert set(placed(table5)) == {"NSP", "SOP", "None (no pre-training): 69.2"}
+    assert len(table5.collections[0].get_offsets()) == 2  # the scatter holds the pre-trained rows only
+    rows = {(r["section"], r["row"]): r for r in table_rows("albert", records)}
+    (line,) = [ln for ln in table5.get_lines() if ln.get_linestyle() == "--"]
+    assert line.get_ydata()[0] == pytest.approx(rows[("albert_table5", "None")]["avg"])
+    assert any("None (no pre-training)" in t.get_text() for t in table5.texts)

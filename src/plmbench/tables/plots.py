@@ -124,7 +124,9 @@ def pretrain_flops(records: list[dict]) -> float | None:
         if not flops:  # a record written before pretrain_flops: its counts, when the store kept them
             per_token = (record.get("flops") or {}).get("train_flops_per_token")
             flops = per_token * costs["tokens_seen"] if per_token and costs.get("tokens_seen") else None
-        if flops:
+        if not flops and costs.get("tokens_seen") == 0:
+            flops = 0.0  # an untrained control cell (trainer.max_steps=0): drawn as a line, not a point
+        if flops is not None:
             per_cell[(record.get("cell_id"), record.get("model"))] = float(flops)
     return statistics.median(per_cell.values()) if per_cell else None
 
@@ -179,7 +181,14 @@ def compute_figure(experiment: str, records: list[dict], tables: list[ReferenceT
         return None
     fig, axes = plt.subplots(1, len(sections), figsize=(6.0 * len(sections), 4.6), squeeze=False,
                              layout="constrained")
-    for ax, (title, name, points) in zip(axes[0], sections):
+    for ax, (title, name, every) in zip(axes[0], sections):
+        points = [p for p in every if p["flops"] > 0]
+        for control in (p for p in every if p["flops"] <= 0):  # no pre-training: no place on a log axis, a line
+            ax.axhline(control["score"], color="gray", linestyle="--", linewidth=1)
+            ax.annotate(f"{control['row']} (no pre-training): {control['score']:.1f}", (0.01, control["score"]),
+                        xycoords=("axes fraction", "data"), fontsize=7, va="bottom", color="gray")
+        if not points:
+            continue
         ax.scatter([p["flops"] for p in points], [p["score"] for p in points], s=24, zorder=3)
         _label_points(ax, points)
         ax.set_xscale("log")
