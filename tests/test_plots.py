@@ -178,7 +178,7 @@ def test_compute_plot_draws_an_untrained_control_as_a_line_not_a_point():
     records = make_records()
     for record in records:
         if record["cell_id"] == "cell8":  # Table 5's None row: make it an untrained control
-            costs = record["pretrain_costs"] if "pretrain_costs" in record else record
+            costs = record.get("pretrain_costs", record)
             costs.update(tokens_seen=0, pretrain_flops=None)
     fig = compute_figure("albert", records)
     table5 = fig.axes[1]
