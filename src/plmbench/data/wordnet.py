@@ -31,12 +31,24 @@ class WordNetFormatError(ValueError):
 
 
 @dataclass(frozen=True)
+class Pointer:
+    """One wndb(5WN) pointer: a relation from this synset (or one of its words) to another synset (or word)."""
+
+    symbol: str  # '@' hypernym, '~' hyponym, '+' derivationally related form, ... (wninput(5WN))
+    offset: int  # the target synset's offset in data.<pos>
+    pos: str  # the target's part of speech ('s' -> 'a')
+    source: int  # 1-based word number in this synset; 0 for a semantic (synset to synset) pointer
+    target: int  # 1-based word number in the target synset; 0 for a semantic pointer
+
+
+@dataclass(frozen=True)
 class Synset:
     offset: int  # byte offset in data.<pos>: unique per pos
     pos: str  # 'n', 'v', 'a', 'r' (satellites 's' -> 'a')
     lemmas: tuple[str, ...]  # underscores -> spaces, in file order
     gloss: str  # definition only, no examples
     examples: tuple[str, ...]  # the quoted example sentences of the gloss, quotes stripped
+    pointers: tuple[Pointer, ...] = ()  # in file order; the knowledge graph's edges
 
 
 def default_root() -> Path:
@@ -88,7 +100,68 @@ def parse_data_line(line: str) -> Synset:
     words = parts[4 : 4 + 2 * word_count : 2]
     lemmas = tuple(_ADJ_MARKER.sub("", word).replace("_", " ") for word in words)
     definition, examples = split_gloss(gloss.strip())
-    return Synset(offset=int(parts[0]), pos=pos, lemmas=lemmas, gloss=definition, examples=examples)
+    return Synset(offset=int(parts[0]), pos=pos, lemmas=lemmas, gloss=definition, examples=examples,
+                  pointers=parse_pointers(parts[4 + 2 * word_count :]))
+
+
+def parse_pointers(fields: list[str]) -> tuple[Pointer, ...]:
+    """`p_cnt (symbol offset pos source/target)*p_cnt ...` -> pointers; what follows them (verb frames) is ignored."""
+    count = int(fields[0])  # p_cnt is three decimal digits
+    groups = fields[1 : 1 + 4 * count]
+    if len(groups) != 4 * count:
+        raise ValueError(f"{count} pointers announced, {len(groups) // 4} present")
+    pointers = []
+    for at in range(0, len(groups), 4):
+        symbol, offset, pos, source_target = groups[at : at + 4]
+        source, target = divmod(int(source_target, 16), 256)  # 'sstt': two hex digits each
+        pointers.append(Pointer(symbol, int(offset), "a" if pos == _SATELLITE else pos, source, target))
+    return tuple(pointers)
+
+
+def load_sense_index(root: Path | None = None) -> dict[tuple[str, str], tuple[int, ...]]:
+    """index.<pos>: (lowercased lemma with underscores, pos) -> synset offsets in WordNet's sense order (sense 1 first).
+
+    WordNet numbers senses by their SemCor frequency, so the data files' offset order is not the sense order.
+    """
+    root = Path(root) if root is not None else default_root()
+    senses = {}
+    for pos, pos_name in POS_FILES.items():
+        path = root / f"index.{pos_name}"
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.startswith("  "):  # licence header
+                    continue
+                fields = line.split()
+                try:  # lemma pos synset_cnt p_cnt [ptr_symbol]*p_cnt sense_cnt tagsense_cnt offset*synset_cnt
+                    synset_count = int(fields[2])
+                    offsets = tuple(int(offset) for offset in fields[len(fields) - synset_count :])
+                    if len(fields) != 6 + int(fields[3]) + synset_count:
+                        raise ValueError(f"{len(fields)} fields")
+                except (ValueError, IndexError) as error:
+                    raise WordNetFormatError(f"{path}:{number}: not a wndb(5WN) index line ({error})") from None
+                senses[(fields[0], pos)] = offsets
+    return senses
+
+
+def load_tag_counts(root: Path | None = None) -> dict[tuple[str, str, int], int]:
+    """cntlist.rev: (lowercased lemma with underscores, pos, sense number) -> times SemCor tagged that sense.
+
+    A sense missing here was never tagged (count 0). Satellite adjectives (ss_type 5) count as adjectives.
+    """
+    root = Path(root) if root is not None else default_root()
+    counts: dict[tuple[str, str, int], int] = {}
+    path = root / "cntlist.rev"
+    if not path.is_file():
+        return counts  # the counts only order senses across parts of speech; sense numbers still order within one
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:  # sense_key sense_number tag_cnt, with sense_key = lemma%ss_type:lex_filenum:lex_id:head_word:head_id
+            key, sense, count = line.split()
+            lemma, _, lex_sense = key.partition("%")
+            pos = "nvaar"[int(lex_sense[0]) - 1]
+        except (ValueError, IndexError) as error:
+            raise WordNetFormatError(f"{path}:{number}: not a cntlist.rev line ({error})") from None
+        counts[(lemma.lower(), pos, int(sense))] = counts.get((lemma.lower(), pos, int(sense)), 0) + int(count)
+    return counts
 
 
 def split_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
