@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "plmbench"
 # Bottom to top. A module belongs to the layer of its longest matching prefix (relative to plmbench).
 LAYERS = [
     ("foundation", ["", "errors", "paths", "configuration", "hydra_app", "impl", "optim", "safety", "lineage",
-                    "termination"]),
+                    "numbers", "termination"]),
     ("data", ["data", "metrics"]),
     ("models", ["models"]),
     ("objectives", ["objectives"]),

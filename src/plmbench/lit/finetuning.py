@@ -45,6 +45,7 @@ from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, 
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
 from plmbench.models.task_heads import HEADS
+from plmbench.numbers import FINETUNING, check_numbers
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ def primary_metric(task: DictConfig) -> str:
 
 def validate_finetune(cfg: DictConfig) -> None:
     """Everything that can be checked without data or weights: fails in seconds, naming the key."""
+    check_numbers(cfg, FINETUNING)
     task = cfg.task
     if task.kind not in HEADS:
         raise FinetuneError(f"task.kind={task.kind!r}: allowed values are {', '.join(HEADS)}")
