@@ -226,6 +226,24 @@ def test_lightning_checkpoint_and_bad_path(tmp_path):
         export_hf.main(CASES["gpt2"] + TINY + [f"ckpt={ckpt}", f"out={tmp_path / 'x'}"])
 
 
+def test_a_run_checkpoint_exports_with_its_own_shape_and_never_over_files(tmp_path):
+    """Issue 15: export-hf of a run's checkpoint needs no overrides (the run's config.yaml has the shape), and an
+    out folder holding files is refused before anything is written."""
+    model = build(CASES["gpt2"])
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    OmegaConf.save(compose("pretrain", [*CASES["gpt2"], *TINY]), tmp_path / "run" / "config.yaml")
+    export_hf.main([f"ckpt={ckpt}", f"out={tmp_path / 'hf'}"])  # the default config would be ALBERT-base
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert loaded.config.n_embd == model.config.hidden_size
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"out=.*mine: exists and is not an empty folder"):
+        export_hf.main([f"ckpt={ckpt}", f"out={tmp_path / 'mine'}"])
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
 def test_cli_writes_a_folder_hugging_face_loads(tmp_path):
     out = tmp_path / "albert_ffn"
     result = subprocess.run(

@@ -30,14 +30,19 @@ def main(overrides: list[str]) -> None:
     rest = [o for o in overrides if o.partition("=")[0] not in OPTIONS]
     if not options.get("out"):
         raise ValueError("export-hf needs out=DIR (where to write the Hugging Face folder)")
-    cfg = compose("pretrain", rest)
+    out = Path(options["out"])
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"out={out}: exists and is not an empty folder; export-hf writes into a new or empty "
+                         "folder and never over files already there")
+    ckpt = Path(options["ckpt"]) if options.get("ckpt") else None
+    run_config = find_run_config(ckpt)
+    # A checkpoint of a plmbench run carries its shape: without overrides, the run's own config.yaml builds it
+    cfg = OmegaConf.load(run_config) if run_config is not None and not rest else compose("pretrain", rest)
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = build_objective(ModelConfig.from_mapping(cfg.model), OmegaConf.to_container(cfg.objective, resolve=True))
-    ckpt = Path(options["ckpt"]) if options.get("ckpt") else None
     if ckpt is not None:
         load_checkpoint(model, ckpt)
     tokenizer = find_tokenizer(options.get("tokenizer"), ckpt)
-    out = Path(options["out"])
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a one-shard progress bar is noise beside our one line
@@ -77,6 +82,17 @@ def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
         raise ValueError(f"ckpt={path}: does not match the configured model ({len(result.missing_keys)} missing, "
                          f"{len(result.unexpected_keys)} unexpected keys, e.g. {problems[0]}); pass the overrides "
                          "the run was trained with")
+
+
+def find_run_config(ckpt: Path | None) -> Path | None:
+    """The config.yaml of the run the checkpoint belongs to (beside it, or one level up from checkpoints/)."""
+    if ckpt is None:
+        return None
+    for run_dir in (ckpt.parent, ckpt.parent.parent):
+        path = run_dir / "config.yaml"
+        if path.is_file() and {"model", "objective"} <= set(OmegaConf.load(path) or {}):
+            return path
+    return None
 
 
 def find_tokenizer(option: str | None, ckpt: Path | None) -> Path | None:
