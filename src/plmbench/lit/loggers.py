@@ -14,6 +14,8 @@ import hashlib
 import logging
 import math
 import os
+import socket
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,21 +37,59 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
     try:
         from pytorch_lightning.loggers import WandbLogger
 
-        mode = logger_cfg.get("mode", "offline")
-        if mode == "online" and not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
-            log.warning("logger.mode=online but no W&B credentials found: logging offline (wandb sync later)")
-            mode = "offline"
+        mode = online_or_offline(logger_cfg.get("mode", "offline"))
         _finish_open_run(name)
-        logger = WandbLogger(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
-                             name=name, group=group, job_type=job_type, tags=tags, mode=mode, id=run_id,
-                             resume="allow", save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()),
-                             config=drop_secrets(config), settings=wandb_settings())
-        _ = logger.experiment  # create the run now, inside this try
-        return logger
+
+        def wandb_logger(mode: str) -> WandbLogger:
+            logger = WandbLogger(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
+                                 name=name, group=group, job_type=job_type, tags=tags, mode=mode, id=run_id,
+                                 resume="allow", save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()),
+                                 config=drop_secrets(config), settings=wandb_settings())
+            _ = logger.experiment  # create the run now, inside this try
+            return logger
+
+        try:
+            return wandb_logger(mode)
+        except Exception as error:  # online refused (a bad key): this run and the next go offline
+            if mode != "online":
+                raise
+            ONLINE_FAILED.append(f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
+            log.warning("W&B online failed (%s); logging offline from now on in this process (wandb sync later)",
+                        ONLINE_FAILED[-1])
+            _finish_open_run(name)
+            return wandb_logger("offline")
     except Exception as error:  # noqa: BLE001 - a logging backend must never take a run down
         log.warning("W&B logger unavailable (%s: %s); falling back to CSV", type(error).__name__, error)
         from pytorch_lightning.loggers import CSVLogger
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+
+
+ONLINE_FAILED: list[str] = []  # why W&B online failed in this process: later runs go offline without waiting
+
+
+def online_or_offline(mode: str) -> str:
+    """`online` only with credentials, a W&B server that answers within seconds, and no earlier failure in this
+    process; otherwise `offline` at once (W&B itself waits its init timeout, a minute, before giving up)."""
+    if mode != "online":
+        return mode
+    if not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
+        log.warning("logger.mode=online but no W&B credentials found: logging offline (wandb sync later)")
+        return "offline"
+    if ONLINE_FAILED:
+        return "offline"
+    server = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = server.port or (443 if server.scheme == "https" else 80)
+    try:
+        socket.create_connection((server.hostname, port), timeout=SERVER_TIMEOUT_S).close()
+    except OSError as error:
+        ONLINE_FAILED.append(f"{server.hostname}:{port} unreachable ({error})")
+        log.warning("W&B server %s unreachable within %d s: logging offline (wandb sync later)",
+                    ONLINE_FAILED[-1], SERVER_TIMEOUT_S)
+        return "offline"
+    return "online"
+
+
+SERVER_TIMEOUT_S = 3
 
 
 def stable_run_id(run_dir: Path) -> str:
