@@ -21,7 +21,7 @@ LAYERS = [
     ("models", ["models"]),
     ("objectives", ["objectives"]),
     ("lit", ["lit"]),
-    ("units", ["fewshot", "distill", "elmo"]),
+    ("units", ["units", "fewshot", "distill", "elmo"]),
     # distill/sweep.py and distill/table.py are a second sweep and a second table renderer (issue 14 removes them)
     ("sweep", ["sweep", "grid", "distill.sweep"]),
     ("tables", ["tables", "distill.table"]),

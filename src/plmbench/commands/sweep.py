@@ -24,8 +24,9 @@ from plmbench.lineage import cell_id
 from plmbench.lit.pretraining import validate_pretrain
 from plmbench.models.config import ConfigError
 from plmbench.sweep.progress import SweepProgress
-from plmbench.sweep.runner import CellRunner, sweep_seeds, units_per_cell
+from plmbench.sweep.runner import CellRunner
 from plmbench.sweep.store import ResultsStore
+from plmbench.units import sweep_seeds
 
 log = logging.getLogger(__name__)
 PROGRESS: SweepProgress | None = None
@@ -108,12 +109,11 @@ def main(overrides: list[str]) -> None:
     store.check_writable()  # before any compute
     if store.exists():
         store.repair()  # drop a record torn by a killed write before appending new ones
-    per_cell = units_per_cell(cfg)
     expected = set().union(*cells.values())  # records of other settings (an earlier budget) are not progress
     retry = bool(OmegaConf.select(cfg, "sweep.retry_failed", default=True))
     failed = expected & store.failed_units()
     PROGRESS = SweepProgress(len(expected), len(expected & store.completed_units(retry_failed=retry)))
-    print(f"[sweep] {results}: {len(cells)} pre-training cells x {per_cell} units; {PROGRESS.line()}", flush=True)
+    print(f"[sweep] {results}: {len(cells)} pre-training cells, {len(expected)} units; {PROGRESS.line()}", flush=True)
     if failed:
         print(f"[sweep] {len(failed)} failed unit(s) " + ("run again (sweep.retry_failed=false keeps them failed)"
                                                        if retry else "kept failed (sweep.retry_failed=false)"),

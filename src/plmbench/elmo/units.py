@@ -34,6 +34,8 @@ from plmbench.lit.loggers import build_logger
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
 from plmbench.models.elmo_task import HEADS, POOLS, ElmoTaskModel
+from plmbench.units import Cell, Unit
+from plmbench.units.finetune import FinetuneUnits
 
 log = logging.getLogger(__name__)
 ELMO_DEFAULTS = {"freeze": True, "pool": "mean", "lr": None}
@@ -144,3 +146,10 @@ def run_elmo_unit(ft_cfg: DictConfig, cell_dir: Path, seed: int, out_dir: Path,
     metrics = json_safe(metrics)
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
+
+
+class ElmoUnits(FinetuneUnits):
+    """The fine-tuning units of a biLM cell (the same ids), each training ELMo's task model instead."""
+
+    def run(self, unit: Unit, cell: Cell, unit_cfg: DictConfig, out_dir: Path, meta: dict) -> dict:
+        return run_elmo_unit(unit_cfg, cell.dir, unit.seed, out_dir, logger_meta=meta)

@@ -29,6 +29,9 @@ from plmbench.lit.loggers import build_logger, finished, log_final
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
 from plmbench.objectives.clm import CausalLM
+from plmbench.lineage import unit_id
+from plmbench.units import Cell, Unit, UnitKind, sweep_seeds
+from plmbench.units.finetune import FinetuneUnits
 
 log = logging.getLogger(__name__)
 SHOTS_DEFAULTS = {"ks": [0, 1, 8], "max_examples": None, "style": "inline", "batch_size": 32}
@@ -104,3 +107,19 @@ def run_shots_unit(ft_cfg: DictConfig, cell_dir: Path, k: int, seed: int, out_di
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(out_dir) / "metrics.json", json.loads(json.dumps(metrics, default=str)))
     return metrics
+
+
+class ShotsUnits(UnitKind):
+    """One unit per task x k x seed; its id extends the same task's fine-tuning unit id with k and the settings
+    (style, caps), so changing them reruns it."""
+
+    def units(self, cell: Cell) -> list[Unit]:
+        settings = shots_settings(cell.cfg)
+        spec = {key: value for key, value in settings.items() if key != "ks"}
+        finetune = FinetuneUnits()
+        return [Unit(self.name, unit_id(finetune.unit_id(cell, task, seed), {"shots": int(k)}, seed, spec), task,
+                     seed, axes={"shots": str(k)}, fields={"shots": int(k)})
+                for task in cell.cfg.sweep.tasks for seed in sweep_seeds(cell.cfg) for k in settings["ks"]]
+
+    def run(self, unit: Unit, cell: Cell, unit_cfg: DictConfig, out_dir: Path, meta: dict) -> dict:
+        return run_shots_unit(unit_cfg, cell.dir, unit.fields["shots"], unit.seed, out_dir=out_dir, logger_meta=meta)
