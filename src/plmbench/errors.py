@@ -20,10 +20,26 @@ def load_weights_only(path):
 
     import torch
 
+    check_checkpoint_file(path)  # plmbench and Lightning write zip checkpoints; anything else is damaged or foreign
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpointError(refusal(path, error)) from None
+    except (RuntimeError, EOFError) as error:  # torch's own message names no file and runs to five sentences
+        first = (str(error).strip().split(". ") or [""])[0] or type(error).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first}); it is truncated or not a torch file (a full "
+                        "disk, an interrupted copy): delete it and rerun, or point at another checkpoint") from None
+
+
+def check_checkpoint_file(path) -> None:
+    """A torch checkpoint is a zip archive: a truncated one (a full disk, an interrupted copy) has no central
+    directory. Checked in milliseconds, before data preparation, instead of failing after it."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a readable checkpoint (no zip central directory); it is truncated or not a "
+                        "torch file (a full disk, an interrupted copy): delete it and rerun, or point at another "
+                        "checkpoint")
 
 
 def refusal(path, error: BaseException) -> str:

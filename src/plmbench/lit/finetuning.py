@@ -39,7 +39,7 @@ from plmbench.data.features import (
     span_window,
 )
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
-from plmbench.errors import UserError, load_weights_only
+from plmbench.errors import UserError, check_checkpoint_file, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
 from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config
 from plmbench.lit.run_metrics import write_json_atomic
@@ -78,14 +78,20 @@ def init_kind(init: str) -> tuple[str, Path | None]:
     raise FinetuneError(f"init={path}: holds neither a pre-training run nor a Hugging Face folder ({wanted})")
 
 
+def read_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+        raise FinetuneError(f"{path}: not a readable tokenizer ({error})") from None
+
+
 def init_model_config(cfg: DictConfig) -> ModelConfig:
     """The architecture fine-tuning will build: the init's own, or cfg.model for init=random."""
     kind, path = init_kind(cfg.init)
     try:
         if kind == "pretrain_run":  # pre-training sized the vocabulary to its trained tokenizer, which may be smaller
             config = ModelConfig.from_mapping(OmegaConf.load(path / "config.yaml").model)
-            return config.replace(vocab_size=Tokenizer.from_file(str(path / "tokenizer" / "tokenizer.json"))
-                                  .get_vocab_size())
+            return config.replace(vocab_size=read_tokenizer(path / "tokenizer" / "tokenizer.json").get_vocab_size())
         if kind == "hf":
             from plmbench.models import hf_mapping
 
@@ -177,6 +183,9 @@ def validate_finetune(cfg: DictConfig) -> None:
     if not 0.0 <= float(task.get("warmup_ratio", 0.0)) < 1.0:
         raise FinetuneError(f"task.warmup_ratio={task.warmup_ratio}: must be in [0, 1)")
     model = init_model_config(cfg)
+    kind, path = init_kind(cfg.init)
+    if kind == "pretrain_run":
+        check_checkpoint_file(path / "checkpoints" / "last.ckpt")
     if int(task.max_length) > model.max_positions:
         raise FinetuneError(f"task.max_length={task.max_length} exceeds the model's max_positions="
                             f"{model.max_positions} (init={cfg.init})")
