@@ -6,6 +6,8 @@ Every source yields the same columns for a task kind (interface 4):
   classification/regression: idx, text_a, text_b ('' for one sentence), label (int; float for STS-B)
   span (SQuAD): id, title, context, question, answers {text: [...], answer_start: [...]} (empty = unanswerable)
   multiple_choice (RACE): id, article, question, options (4), label 0..3, level ('middle'|'high')
+  multiple_choice (CommonsenseQA, family csqa): id, article (''), question, options (5), label 0..4 (-1: test),
+    question_concept
 The family modules (glue, squad, race) know the file formats; this module finds files and assembles splits.
 """
 
@@ -21,12 +23,13 @@ from urllib.parse import urlsplit
 import datasets
 
 from plmbench import paths
-from plmbench.data.tasks import conll, glue, race, squad
+from plmbench.data.tasks import commonsenseqa, conll, glue, race, squad
 from plmbench.data.tasks.errors import DataError, HubUnavailableError, TaskConfigError
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, ModuleType] = {"glue": glue, "squad": squad, "race": race, "conll": conll}
+FAMILIES: dict[str, ModuleType] = {"glue": glue, "squad": squad, "race": race, "conll": conll,
+                                  "csqa": commonsenseqa}
 OFFLINE_ALTERNATIVES = (
     "use the original files with task.source=local data_dir=<folder holding glue/, squad/, race/> "
     "or the offline stand-in task.source=proxy"
