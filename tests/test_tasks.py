@@ -366,7 +366,7 @@ REQUIRED = {
     "on_bad_row",
 }
 KINDS = {"glue": {"classification", "regression"}, "squad": {"span"}, "race": {"multiple_choice"},
-         "conll": {"tagging"}}
+         "conll": {"tagging"}, "csqa": {"multiple_choice"}}
 
 
 @pytest.fixture(scope="module")
@@ -381,7 +381,7 @@ def hydra_dir(tmp_path_factory) -> Path:
 def test_every_task_config_composes_with_the_required_keys(hydra_dir):
     from hydra import compose, initialize_config_dir
 
-    assert len(TASK_FILES) == 15
+    assert len(TASK_FILES) == 16
     names = set()
     with initialize_config_dir(config_dir=str(hydra_dir), version_base="1.3"):
         for name in TASK_FILES:
@@ -391,10 +391,11 @@ def test_every_task_config_composes_with_the_required_keys(hydra_dir):
             assert task.kind in KINDS[task.family] and task.source == "hub" and task.lr_grid is None
             assert {"train", *task.eval_splits} <= set(task.local), name
             assert task.hub.path and {"train_size", "eval_size", "seed"} <= set(task.proxy)
-            assert task.max_length == {"glue": 128, "squad": 384, "race": 512, "conll": 128}[task.family]
+            assert task.max_length == {"glue": 128, "squad": 384, "race": 512, "conll": 128,
+                                       "csqa": 128}[task.family]
             names.add(task.name)
         assert compose("config", overrides=["task=squad/v1"]).task.doc_stride == 128
-    assert len(names) == 15
+    assert len(names) == 16
 
 
 def test_acceptance_override_finds_the_shared_files(hydra_dir, shared_data):
