@@ -12,7 +12,7 @@ from plmbench.models.config import ModelConfig
 from plmbench.objectives import build_objective
 from plmbench.optim import build_optimizer, warmup_linear_decay
 
-COUNTERS = ("mlm", "sentence", "disc", "lm")  # each objective returns <name>_correct and <name>_count
+COUNTERS = ("mlm", "sentence", "disc", "lm", "dea")  # each objective returns <name>_correct and <name>_count
 
 
 class NonFiniteLossError(RuntimeError):
@@ -21,12 +21,13 @@ class NonFiniteLossError(RuntimeError):
 
 class PretrainModule(pl.LightningModule):
     def __init__(self, model: dict, objective: dict, optim: dict, impl: dict, total_steps: int,
-                 val_names: tuple[str, ...] = ("main",)):
+                 val_names: tuple[str, ...] = ("main",), knowledge: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model_config = ModelConfig.from_mapping(model)
         self.model = build_objective(self.model_config, objective, masked_only=impl.get("mlm_masked_only", True),
-                                     fused_cross_entropy=bool(impl.get("fused_cross_entropy", False)))
+                                     fused_cross_entropy=bool(impl.get("fused_cross_entropy", False)),
+                                     knowledge=knowledge)
         self.forward_fn = torch.compile(self.model, dynamic=False) if impl.get("compile") else self.model
         self.optim, self.impl, self.total_steps = optim, impl, total_steps
         self.val_names = tuple(val_names)
@@ -41,7 +42,7 @@ class PretrainModule(pl.LightningModule):
         self.tokens_seen += int(batch["attention_mask"].sum()) if "attention_mask" in batch \
             else batch["input_ids"].numel()
         self.log("train/loss", loss, prog_bar=True)
-        for key in ("mlm_loss", "sentence_loss", "disc_loss", "lm_loss"):
+        for key in ("mlm_loss", "sentence_loss", "disc_loss", "lm_loss", "dea_loss"):
             if key in out:
                 self.log(f"train/{key}", out[key])
         self.log("train/tokens_seen", float(self.tokens_seen))
@@ -77,7 +78,7 @@ class PretrainModule(pl.LightningModule):
             metrics["loss"] = main["loss"] / main["batches"]
             if self.model_config.causal:
                 metrics["perplexity"] = math.exp(min(50.0, metrics["loss"]))
-        for counter, name in (("mlm", "mlm_acc"), ("disc", "rtd_acc"), ("lm", "lm_acc")):
+        for counter, name in (("mlm", "mlm_acc"), ("disc", "rtd_acc"), ("lm", "lm_acc"), ("dea", "dea_acc")):
             if main.get(f"{counter}_count"):
                 metrics[name] = main[f"{counter}_correct"] / main[f"{counter}_count"]
         for task in ("nsp", "sop"):

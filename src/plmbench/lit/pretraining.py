@@ -194,7 +194,8 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     module = PretrainModule(model_cfg, OmegaConf.to_container(cfg.objective, resolve=True),
                             OmegaConf.to_container(cfg.optim, resolve=True),
                             OmegaConf.to_container(cfg.impl, resolve=True), int(cfg.trainer.max_steps),
-                            val_names=tuple(data.val))
+                            val_names=tuple(data.val),
+                            knowledge=OmegaConf.to_container(cfg.knowledge, resolve=True) if "knowledge" in cfg else None)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     save_config(cfg, run_dir / "config.yaml")
     save_hf_tokenizer(data.tokenizer, data.special, run_dir / "tokenizer", cfg.model.family)

@@ -10,6 +10,7 @@ from torch import nn
 
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ModelConfig
+from plmbench.models.knowledge_fusion import KnowledgeBackbone, KnowledgeConfig
 
 
 def _numel(module: nn.Module) -> int:
@@ -46,3 +47,24 @@ def flops_per_token(config: ModelConfig, seq_len: int, executed_matmul_weights: 
     backbone = 6 * executed_matmul_weights + 12 * config.num_layers * config.hidden_size * seq_len
     heads = 6 * head_matmul_weights * head_fraction
     return {"train_flops_per_token_backbone": backbone, "train_flops_per_token": backbone + heads}
+
+
+def count_knowledge(config: ModelConfig, knowledge: KnowledgeConfig, seq_len: int) -> dict:
+    """What ERNIE-style fusion adds to the backbone (both built on the meta device): parameters, executed matmul
+    weights and training FLOPs per token. Entity attention runs over all T positions (masked, as implemented), at
+    width d_e: 12 d_e T per layer that has it, as the token attention's 12 H T. The frozen entity table is a buffer,
+    not a parameter. dEA's head is counted with the objective's heads (its FLOPs at the masking fraction, a stand-in
+    for the share of aligned tokens; its scores against the batch's candidates depend on the batch and are left out)."""
+    with torch.device("meta"):
+        plain = Backbone(config)
+        fused = KnowledgeBackbone(config, knowledge, torch.empty(1, knowledge.entity_dim))
+    added_matmul = sum(matmul_weights(layer) for layer in fused.layers) - \
+        sum(matmul_weights(layer) for layer in plain.layers)
+    aggregators = config.num_layers - fused.first_aggregator
+    attention_layers = aggregators - 1  # the first aggregator has no entity self-attention
+    return {
+        "knowledge_aggregator_layers": aggregators,
+        "knowledge_params": _numel(fused) - _numel(plain),
+        "knowledge_executed_matmul_weights": added_matmul,
+        "knowledge_train_flops_per_token": 6 * added_matmul + 12 * attention_layers * knowledge.entity_dim * seq_len,
+    }

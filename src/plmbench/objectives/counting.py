@@ -7,12 +7,15 @@ fraction of tokens they run on, which depends on the objective, so this lives wi
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from omegaconf import OmegaConf
 
 from plmbench.models.config import ModelConfig
-from plmbench.models.counting import count_backbone, flops_per_token, matmul_weights
+from plmbench.models.counting import count_backbone, count_knowledge, flops_per_token, matmul_weights
 from plmbench.models.elmo import bilm_counts
+from plmbench.models.knowledge_fusion import KnowledgeConfig
 from plmbench.objectives import build_objective
 from plmbench.objectives.rtd import generator_config
 
@@ -27,14 +30,22 @@ def describe_config(cfg) -> dict:
     if objective["name"] == "bilm":  # an LSTM biLM: the Transformer counting rule does not apply
         return {**descriptive, **bilm_counts(model, seq_len)}
     counts = count_backbone(model)
-    with torch.device("meta"):
-        full = build_objective(model, objective)
+    knowledge = KnowledgeConfig.from_mapping(OmegaConf.to_container(cfg.knowledge, resolve=True)
+                                             if OmegaConf.select(cfg, "knowledge") is not None else None)
+    with torch.device("meta"):  # the entity table is a frozen buffer: a one-row placeholder counts the same
+        full = build_objective(model, objective, knowledge=dataclasses.asdict(knowledge),
+                               entity_table=torch.empty(1, knowledge.entity_dim))
     heads = full.trained_head_modules()
     head_params = sum(p.numel() for h in heads for p in h.parameters() if p is not full.backbone.embeddings.word.weight)
     flops = flops_per_token(model, seq_len, counts["executed_matmul_weights"])
     flops["train_flops_per_token"] += _head_flops(model, objective, full, heads, seq_len, mask_rate)
+    fusion = {}
+    if knowledge.enabled:  # ERNIE-style fusion: what it adds, and the totals above include it
+        fusion = count_knowledge(model, knowledge, seq_len)
+        head_params += fusion["knowledge_params"]
+        flops["train_flops_per_token"] += fusion["knowledge_train_flops_per_token"]
     return {**descriptive, **counts, "params_with_pretraining_heads": counts["backbone_params"] + head_params,
-            "seq_len": seq_len, **flops}
+            "seq_len": seq_len, **flops, **fusion}
 
 
 def _head_flops(model: ModelConfig, objective: dict, full, heads: list, seq_len: int, mask_rate: float) -> float:

@@ -18,10 +18,10 @@ from plmbench.models.layers import init_weights
 
 class MaskedLM(nn.Module):
     def __init__(self, config: ModelConfig, sentence_task: str = "none", masked_only: bool = True,
-                 cross_entropy=F.cross_entropy):
+                 cross_entropy=F.cross_entropy, backbone: Backbone | None = None):
         super().__init__()
         self.config = config
-        self.backbone = Backbone(config)
+        self.backbone = backbone if backbone is not None else Backbone(config)  # ERNIE passes its fused backbone
         self.mlm_head = MLMHead(config, self.backbone.embeddings.word)
         self.sentence_head = SentenceHead(config)
         init_weights(self.mlm_head.dense, config), init_weights(self.mlm_head.norm, config)
@@ -35,6 +35,10 @@ class MaskedLM(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         hidden = self.backbone(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        return self.pretraining_losses(hidden, batch)
+
+    def pretraining_losses(self, hidden: torch.Tensor, batch: dict) -> dict:
+        """MLM (+ NSP/SOP) from the final hidden states: `loss` and the counters of the validation metrics."""
         mlm_loss, logits, labels = self.mlm_head.loss(hidden, batch["labels"], self.masked_only, self.cross_entropy)
         out = {"mlm_loss": mlm_loss, "loss": mlm_loss, **mlm_counts(logits, labels)}
         sentence_label = batch.get("sentence_label")
