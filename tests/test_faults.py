@@ -174,6 +174,7 @@ def test_killed_pretraining_resumes_at_its_checkpoint_bit_identical(corpus, cach
     output = (tmp_path / "again.log").read_text()
     assert again.returncode == 0, output[-3000:]
     assert f"resuming from {last}" in output
+    assert "GPU available" not in output and "Tip:" not in output  # no per-run Lightning banners (issue 14 item 7)
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed["resumed_at_steps"] == [step] and expected["resumed_at_steps"] == []
     # Same batches, masks and dropout after the restart: on CPU (one thread, as the uninterrupted run in this

@@ -7,6 +7,8 @@ starts. The real Hydra app (run or multirun, with launchers such as submitit) ru
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
 from collections.abc import Callable
 
@@ -22,7 +24,13 @@ def run_app(config_name: str, task: Callable, overrides: list[str], validate: Ca
     if validate is not None:
         validate(cfg)
     register_resolvers()
-    app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
+
+    @functools.wraps(task)
+    def quiet_task(cfg):
+        quiet_lightning()  # after Hydra has set up the job's logging, which would reset it
+        return task(cfg)
+
+    app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(quiet_task)
     argv = sys.argv
     sys.argv = [f"plmbench-{config_name}", *(["--multirun"] if multirun else []), *overrides]
     try:
@@ -30,3 +38,14 @@ def run_app(config_name: str, task: Callable, overrides: list[str], validate: Ca
             app()
     finally:
         sys.argv = argv
+
+
+# Lightning's per-Trainer banners ("GPU available: False", "TPU available", a tip advertising its cloud logger)
+# repeat for every unit of a sweep and drown the sweep's own progress lines; its warnings still show.
+LIGHTNING_BANNERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                     "lightning_fabric.utilities.rank_zero")
+
+
+def quiet_lightning() -> None:
+    for name in LIGHTNING_BANNERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
