@@ -362,36 +362,44 @@ def test_distilbert_run_keeps_half_the_teacher(teacher_run):
 # ------------------------------------------------------------------------------------------ sweep and table
 
 
-def test_sweep_plan_checks_every_config_before_compute():
-    from plmbench.distill.sweep import plan
+def test_the_sweep_plans_a_teacher_cell_and_student_cells_whose_lineage_includes_it():
+    from plmbench.commands import sweep
+    from plmbench.lineage import cell_id, teacher_id
 
-    p = plan(["experiment=distillation", "scale=smoke"])
-    assert list(p.students) == ["distilbert", "tinybert"] and "glue/sst2" in p.tasks
-    with pytest.raises(DistillError, match="experiment.students: unknown student 'minibert'"):
-        plan(["experiment=distillation", "scale=smoke", "experiment.students=[minibert]"])
+    _, _, cells, _ = sweep.plan(["experiment=distillation", "scale=smoke"])
+    assert len(cells) == 3 and all(len(units) == 1 + 8 + 1 for units in cells.values())  # pretrain, tasks, speed
+    configs = {d: compose("pretrain", ["experiment=distillation", "scale=smoke", f"+distill={d}"])
+               for d in ("none", "distilbert", "tinybert")}
+    teacher = cell_id(configs["none"])
+    assert {teacher_id(c) for c in configs.values()} == {teacher} and set(cells) == {cell_id(c) for c in configs.values()}
+    wider = compose("pretrain", ["experiment=distillation", "scale=smoke", "+distill=tinybert", "model.hidden_size=128"])
+    assert cell_id(wider) != cell_id(configs["tinybert"])  # another teacher: another student
+    with pytest.raises(ValueError, match="sweep.units: unknown unit kind 'minibert'"):
+        sweep.plan(["experiment=distillation", "scale=smoke", "sweep.units=[minibert]"])
 
 
 def test_throughput_and_table(tmp_path):
-    from plmbench.distill.sweep import inference_throughput
-    from plmbench.distill.table import render
+    from plmbench.distill.throughput import inference_throughput
+    from plmbench.tables.render import render_tables
 
     rates = inference_throughput({"a": Backbone(tiny()), "b": Backbone(tiny(num_layers=1))}, 97, 2, 8, 0.05)
     assert all(rate > 0 for rate in rates.values())
     base = {"scale": "smoke", "task_source": "proxy", "seed": 0, "status": "ok"}
     records = []
-    for model, params, speed, scores in [("teacher", 1e6, 1.0, (80.0, 60.0)), ("distilbert", 6e5, 1.9, (78.0, 57.8))]:
-        shape = {"num_layers": 4, "hidden_size": 64, "num_heads": 4, "ffn_size": 256, "type_vocab_size": 2}
-        records.append({**base, "unit_id": f"{model}-t", "model": model, "task": "throughput", "shape": shape,
-                        "metrics": {"sequences_per_second": 100 * speed, "speedup": speed},
-                        "params": {"backbone": params}})
-        records += [{**base, "unit_id": f"{model}-{task}", "model": model, "task": task, "score": score}
+    for student, params, speed, scores in [("none", 1e6, 1.0, (0.80, 0.60)), ("distilbert", 6e5, 1.9, (0.78, 0.578))]:
+        cell = {**base, "cell_id": student, "axes": {"distill": student}, "params": {"backbone_params": params},
+                "shape": "L4/H64/A4"}
+        records.append({**cell, "unit_id": f"{student}-t", "task": "throughput",
+                        "metrics": {"sequences_per_second": 100 * speed, "speedup": speed}})
+        records += [{**cell, "unit_id": f"{student}-{task}", "task": task, "metrics": {"accuracy": score}}
                     for task, score in zip(("sst2", "rte"), scores)]
-    records.append({**base, "unit_id": "tiny-sst2", "model": "tinybert", "task": "sst2", "status": "failed",
-                    "error": "ValueError: boom"})
-    written = render("distillation", records, tmp_path)
+    records.append({**base, "cell_id": "tiny", "axes": {"distill": "tinybert"}, "unit_id": "tiny-sst2",
+                    "task": "sst2", "status": "failed", "error": "ValueError: boom"})
+    written = render_tables("distillation", records, tmp_path)
     text = written["md"].read_text()
-    assert "| DistilBERT | L4 H64 A4 FFN256 | 0.6 | 40% / 40% | 190 | 1.90× / 1.6× |" in text
-    assert "| 67.9 | 97.0% / 97% |" in text  # (78 + 57.8) / 2 = 67.9 of the teacher's 70
+    row = next(line for line in text.splitlines() if line.startswith("| DistilBERT |"))
+    assert "| L4/H64/A4 | 0.6 / 66 (-65.4) | 40.0 / 40.0 (+0.0) | 190.0 (n=1) | 1.9 (n=1) / 1.6 (+0.3) |" in row, row
+    assert row.endswith("| 67.9 | 97.0 (paper 97.0) |"), row  # (78 + 57.8) / 2 = 67.9 of the teacher's 70
     assert "failed" in text and "ValueError: boom" in text
     assert written["csv"].read_text().count("\n") == 4 and written["png"].stat().st_size > 0
 

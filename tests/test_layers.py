@@ -2,8 +2,8 @@
 each other in a cycle, and no private (underscore) name is imported from another module.
 
 Every import counts, those inside functions too (a lazy import is still a dependency). The checker reads the source
-with `ast` and imports nothing, so it runs in a second. Names given as strings (the CLI's command table, an
-experiment's `runner:` or `renderer:`) are not imports and are not checked here.
+with `ast` and imports nothing, so it runs in a second. Names given as strings (the CLI's command table,
+a config's `_target_`) are not imports and are not checked here.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ LAYERS = [
     ("objectives", ["objectives"]),
     ("lit", ["lit"]),
     ("units", ["units", "fewshot", "distill", "elmo"]),
-    # distill/sweep.py and distill/table.py are a second sweep and a second table renderer (issue 14 removes them)
-    ("sweep", ["sweep", "grid", "distill.sweep"]),
-    ("tables", ["tables", "distill.table"]),
+    ("sweep", ["sweep", "grid"]),
+    ("tables", ["tables"]),
     ("bench", ["bench"]),
     ("commands", ["commands", "cli", "__main__"]),
 ]
@@ -169,7 +168,7 @@ def test_an_upward_import_is_caught_at_the_top_or_inside_a_function():
         "lit imports plmbench.sweep.store from sweep, a layer above it" in top[0], top
     lazy = violations(with_change("plmbench.models.heads", "def f():\n    from plmbench.lit import finetuning"))
     assert lazy and "models imports plmbench.lit.finetuning from lit" in lazy[0], lazy
-    relative = violations(with_change("plmbench.tables.render", "from ..commands.table import custom_renderer"))
+    relative = violations(with_change("plmbench.tables.render", "from ..commands.table import parse_overrides"))
     assert relative and "tables imports plmbench.commands.table from commands" in relative[0], relative
 
 

@@ -5,7 +5,8 @@ masking, optimiser and schedule, steps, effective batch, seed and numeric precis
 fp32 give different weights). Run names, timestamps, the experiment or scale name, loggers and impl's pure speed
 settings (compile, threads, kernels) do not enter it, so Table 4's E=128 all-shared cell *is* Table 5's SOP row,
 and a rerun finds what it already trained. A unit (cell x task x seed) hashes the cell id with the task's
-config, the fine-tuning settings and the seed.
+config, the fine-tuning settings and the seed. A distillation student's weights follow from its teacher's and
+how it is distilled, so its id hashes its teacher's cell id with the `distill` settings.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _plain(node):
 
 def cell_spec(cfg: DictConfig) -> dict:
     trainer = _plain(cfg.trainer)
-    spec = {
+    return {
         "version": LINEAGE_VERSION,
         "model": _plain(cfg.model),
         "objective": _plain(cfg.objective),
@@ -42,13 +43,20 @@ def cell_spec(cfg: DictConfig) -> dict:
         # bf16-mixed and 32-true train different weights: a GPU bf16 cell is not a CPU fp32 cell
         "precision": str(OmegaConf.select(cfg, "impl.precision", default="32-true")),
     }
-    knowledge = _plain(OmegaConf.select(cfg, "knowledge"))
-    if knowledge and knowledge.get("enabled"):  # knowledge=none stays out: cells from before the group keep ids
-        spec["knowledge"] = knowledge
-    return spec
 
 
 def cell_id(cfg: DictConfig) -> str:
+    distill = OmegaConf.select(cfg, "distill")
+    if distill is None:
+        return digest(cell_spec(cfg))
+    # the teacher's directory and the task-stage settings do not change the student's general-distillation weights
+    settings = {k: v for k, v in _plain(distill).items() if k not in ("teacher", "task")}
+    return digest({"version": LINEAGE_VERSION, "teacher": teacher_id(cfg), "distill": settings, "seed": int(cfg.seed),
+                   "optim": _plain(cfg.optim)})
+
+
+def teacher_id(cfg: DictConfig) -> str:
+    """The cell a student is distilled from: the same config without `distill`."""
     return digest(cell_spec(cfg))
 
 

@@ -9,7 +9,6 @@ end the paper-style table is rendered and logged to W&B. An experiment with `par
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -77,14 +76,12 @@ def _replace_experiment(overrides: list[str], extra: list[str]) -> list[str]:
 def _check_published_table(results: str) -> None:
     """experiments/<results>.yaml is read to render the table at the end: a mistake in it fails now, not after
     the grid has trained."""
-    from plmbench.commands.table import custom_renderer
     from plmbench.safety import check_plain_name
     from plmbench.tables.references import load_experiment
 
     check_plain_name("experiment.results", results)  # a plain name before it becomes a path to read
     try:
-        if custom_renderer(results) is None:
-            load_experiment(results)
+        load_experiment(results)
     except ValueError as error:
         raise ConfigError(" ".join(str(error).split())) from None
 
@@ -98,12 +95,6 @@ def _check_tasks(cfg: DictConfig) -> None:
 
 def main(overrides: list[str]) -> None:
     global PROGRESS
-    cfg = compose("pretrain", overrides)
-    runner = OmegaConf.select(cfg, "experiment.runner")
-    if runner:  # an experiment with a pipeline of its own (e.g. distillation: teacher -> students -> tasks)
-        module, function = str(runner).split(":")
-        getattr(importlib.import_module(module), function)(overrides)
-        return render_table(cfg, str(cfg.experiment.get("results", cfg.experiment.name)))
     results, part_overrides, cells, cfg = plan(overrides)
     store = ResultsStore(paths.results_root() / results / "records.jsonl")
     store.check_writable()  # before any compute

@@ -50,13 +50,11 @@ def main(overrides: list[str]) -> None:
         raise UserError(f"no results store at {store.path}: run the sweep first "
                         f"(`make sweep EXPERIMENT={experiment}`), or point results_dir= at where it wrote")
     records = store.records()
-    renderer = custom_renderer(experiment)
-    paths = (renderer or render_tables)(experiment, records, store.path.parent)
-    # a custom renderer's rows are not the published-table rows the compute plot places
-    pictures = render_plots(experiment, records, store.path.parent, compute=renderer is None)
+    paths = render_tables(experiment, records, store.path.parent)
+    pictures = render_plots(experiment, records, store.path.parent)
     print(paths["md"].read_text())
     print(f"wrote {', '.join(str(p) for p in [*paths.values(), *pictures.values()])} from {len(records)} records")
-    if options["wandb"] and renderer is None:
+    if options["wandb"]:
         run_dir = log_summary_run(experiment, table_rows(experiment, records), Path(paths["png"]), options["logger"],
                                   summary_config(records), images=pictures)
         print(f"W&B summary run: {run_dir}" if run_dir else "W&B summary run not logged (see the warning above)")
@@ -71,19 +69,3 @@ def summary_config(records: list[dict]) -> dict:
         return ",".join(sorted({str(r[key]) for r in records if r.get(key)})) or "unknown"
 
     return {"scale": distinct("scale"), "git_commit": distinct("git_commit"), "rendered_at_commit": git_commit()}
-
-
-def custom_renderer(experiment: str):
-    """An experiments/<name>.yaml with `renderer: module:function` renders itself (e.g. distillation's table)."""
-    import importlib
-
-    import yaml
-
-    from plmbench.tables.references import experiment_file
-
-    path = experiment_file(experiment)
-    target = (yaml.safe_load(path.read_text()) or {}).get("renderer") if path.exists() else None
-    if not target:
-        return None
-    module, function = str(target).split(":")
-    return getattr(importlib.import_module(module), function)

@@ -4,9 +4,10 @@
     attention_scores.py  a backbone forward that also returns every layer's hidden states and attention scores
     losses.py            DistilBERT's and TinyBERT's loss terms
     lit.py               LightningModules: general distillation (pre-training corpus), task-specific distillation
-    run.py               run_distillation(cfg, run_dir): a teacher directory in, a student run directory out
-    sweep.py             `plmbench sweep experiment=distillation`: teacher vs students, end to end
-    table.py             results/distillation/table.{md,csv,png}
+    run.py               run_distillation(cfg, run_dir): a teacher directory in, a student run directory out;
+                         train_student: a sweep cell's training when the cell is a student
+    task_units.py        the unit kind that distils a student on each task from the fine-tuned teacher (TinyBERT)
+    throughput.py        the unit kind that times a backbone's inference beside its teacher's
 """
 
 from plmbench.errors import UserError

@@ -42,6 +42,7 @@ from plmbench.errors import load_weights_only
 from plmbench.lit.pretrain_data import PretrainData
 from plmbench.lit.run_metrics import RunMetrics
 from plmbench.models.config import ModelConfig
+from plmbench.objectives.counting import describe_config
 from plmbench.objectives.mlm import MaskedLM
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
     save_config(OmegaConf.create(run_config), run_dir / "config.yaml")
     save_hf_tokenizer(teacher.tokenizer, teacher.special, run_dir / "tokenizer", student.config.family)
     extra = {"kind": settings["kind"], "teacher": teacher.describe(), "student": shape_of(student.config), **init,
+             "counts": describe_config(OmegaConf.create(run_config)),  # the student's sizes, for the sweep's records
              "params": {"student_backbone": count_parameters(student.backbone),
                         "teacher_backbone": count_parameters(teacher.model.backbone)},
              "vocab_size": data.vocab_size, "instances": len(data.train)}
@@ -239,6 +241,20 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
         fit_resumable(trainer, module, data, data_cfg, run_dir, metrics)  # weights_only; SIGTERM: saved
         log_final(logger, json.loads((run_dir / "metrics.json").read_text()))
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def train_student(cfg: DictConfig, cell_dir: Path, logger_meta: dict | None = None) -> dict:
+    """A sweep cell's training when the cell is a student (`sweep.cell_trainer` of conf/distill/): general
+    distillation from its teacher cell, runs/cells/<teacher id>, which the sweep trains first (`+distill=none`)."""
+    from plmbench import paths
+    from plmbench.lineage import teacher_id
+
+    teacher_dir = paths.runs_root() / "cells" / teacher_id(cfg)
+    metrics = teacher_dir / "metrics.json"
+    if not metrics.is_file() or json.loads(metrics.read_text()).get("status") != "finished":
+        raise DistillError(f"the teacher cell {teacher_dir.name} is not trained yet: put `+distill=none` first in "
+                           "the grid (it trains the teacher), or relaunch once it has finished")
+    return run_distillation(OmegaConf.merge(cfg, {"distill": {"teacher": str(teacher_dir)}}), cell_dir, logger_meta)
 
 
 # ------------------------------------------------------------------------------------------ task level

@@ -24,7 +24,7 @@ from plmbench.safety import drop_secrets
 from plmbench.sweep.locks import hold
 from plmbench.sweep.progress import SweepProgress
 from plmbench.sweep.store import ResultsStore
-from plmbench.units import Cell, Unit, UnitKind, load_kinds, sweep_seeds  # noqa: F401 - distill/sweep.py reads it here
+from plmbench.units import Cell, Unit, UnitKind, load_kinds
 
 log = logging.getLogger(__name__)
 AXES = ("recipe", "model", "embedding", "sharing", "objective", "size", "distill")  # recipe, distill: when chosen

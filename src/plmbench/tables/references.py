@@ -50,8 +50,21 @@ COLUMNS: dict[str, Column] = {
     "mrpc_f1": Column("MRPC F1", "mrpc", ("f1",), 100.0),
     "mrpc_acc": Column("MRPC acc", "mrpc", ("accuracy",), 100.0),
     "stsb": Column("STS-B (Pearson)", "stsb", ("pearson",), 100.0),
+    "qqp": Column("QQP F1", "qqp", ("f1",), 100.0),
+    "qnli": Column("QNLI", "qnli", ("accuracy",), 100.0),
     "avg": Column("Avg"),
+    # A model's costs beside a reference model's (distillation: the first row is the teacher)
+    "shape": Column("Shape"),
+    "params_saved": Column("Params saved (%)"),
+    "throughput": Column("Seq/s", "throughput", ("sequences_per_second",)),
+    "speedup": Column("Speed-up", "throughput", ("speedup",)),
+    "glue": Column("GLUE"),
+    "glue_kept": Column("GLUE kept (%)"),
 }
+GLUE_PARTS = ("cola", "sst2", "mrpc_f1", "stsb", "qqp", "mnli", "qnli", "rte")  # `glue`: the mean of those a table has
+# Columns computed from another column against the table's first row: (source column, reduction or share, in %)
+RELATIVE = {"params_saved": ("params", "reduction"), "glue_kept": ("glue", "share")}
+MODEL_COLUMNS = ("params", "shape", "params_saved", "throughput", "speedup")  # measured on the model, not on tasks
 AVG_PARTS = ("squad_v1_f1", "squad_v1_em", "squad_v2_f1", "squad_v2_em", "mnli", "sst2", "race")
 AVG_TOLERANCE = 0.051  # the paper rounds to one decimal, so its Avg may differ from the formula by up to 0.05
 

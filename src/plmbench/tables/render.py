@@ -179,11 +179,13 @@ def cell_text(row: dict, column: str, notes: list[str]) -> str:
     if column != "avg" and row.get(column + "_error"):  # Avg's parts carry their own notes
         notes.append(f"[{len(notes) + 1}] {row['row']}, {COLUMNS[column].header}: {row[column + '_error']}")
         marker = f" [{len(notes)}]"
+    if isinstance(value, str) and value not in (MISSING, FAILED):
+        return value  # a text column (a model's shape)
     if value in (MISSING, FAILED):
         ours = "missing" if value == MISSING else f"failed{marker}"
         return f"{ours} / {paper_text}" if compared else f"{ours} (paper {paper_text})"
     ours = _params_text(value) if column == "params" else f"{value:.1f}"
-    if column not in ("params", "avg"):
+    if COLUMNS[column].task is not None:  # a median over seeds; computed columns have no spread
         n = row[column + "_n"]
         spread = f"{row[column + '_mean']:.1f} ± {row[column + '_std']:.1f}, n={n}" if n > 1 else f"n={n}"
         if row[column + "_failed"]:

@@ -26,6 +26,9 @@ from pathlib import Path
 from plmbench.tables.references import (
     AVG_PARTS,
     COLUMNS,
+    GLUE_PARTS,
+    MODEL_COLUMNS,
+    RELATIVE,
     ReferenceRow,
     ReferenceTable,
     load_experiment,
@@ -45,7 +48,7 @@ def task_kind(record: dict) -> str:
 def compares_with_paper(kind: str, column: str) -> bool:
     """Whether `ours - paper` means something: always on real tasks; on proxy tasks only for the columns that are
     not measured on the tasks (parameters, pre-training accuracies)."""
-    return kind != "proxy" or column == "params" or COLUMNS[column].task == "pretrain"
+    return kind != "proxy" or column in MODEL_COLUMNS or COLUMNS[column].task == "pretrain"
 
 
 def latest_per_unit(records: list[dict]) -> list[dict]:
@@ -152,29 +155,74 @@ def _average_cell(row: dict, paper: float) -> dict:
     return cell
 
 
+def _shape_cell(records: list[dict]) -> dict:
+    shapes = [r["shape"] for r in records if r.get("shape")]
+    return {suffix: None for suffix in STAT_SUFFIXES} | {"": shapes[-1] if shapes else MISSING}
+
+
+def _glue_cell(row: dict, columns: list[str], paper: float) -> dict:
+    """The mean of the table's GLUE columns run so far (over our medians); failed if one of them is."""
+    parts = [row[c] for c in columns if c in GLUE_PARTS and row[c] != MISSING]
+    cell = {suffix: None for suffix in STAT_SUFFIXES} | {"_paper": paper}
+    if parts and all(isinstance(v, float) for v in parts):
+        cell[""] = statistics.fmean(parts)
+    else:
+        cell[""] = FAILED if FAILED in parts else MISSING
+    return cell
+
+
+def _relative(rows: list[dict], column: str) -> None:
+    """`column` of every row from its source column against the first row's (the reference model), in percent."""
+    source, how = RELATIVE[column]
+    reference = rows[0][source] if rows else None
+    for row in rows:
+        ours = row[source]
+        cell = {suffix: None for suffix in STAT_SUFFIXES} | {"_paper": row[column + "_paper"]}
+        if isinstance(ours, float) and isinstance(reference, float) and reference:
+            share = 100.0 * ours / reference
+            cell[""] = 100.0 - share if how == "reduction" else share
+            if cell["_paper"] is not None and compares_with_paper(row["tasks"], column):
+                cell["_delta"] = cell[""] - cell["_paper"]
+        else:
+            cell[""] = ours if ours in (FAILED, MISSING) else MISSING
+        row.update({column + suffix: cell[suffix] for suffix in STAT_SUFFIXES})
+
+
 def table_rows(experiment: str, records: list[dict], tables: list[ReferenceTable] | None = None) -> list[dict]:
     """One flat row per (scale, task kind, published table, published row): axes, then per column the entries
     `<col>` (median, or 'failed'/'missing'), `<col>_mean`, `_std`, `_n`, `_failed`, `_error`, `_paper`, `_delta`."""
     tables = tables if tables is not None else load_experiment(experiment)
     groups = record_groups(latest_per_unit(records)) or {("none", "real"): []}
     rows = []
+    last = {"avg": 1, "glue": 1, **{c: 2 for c in RELATIVE}}  # computed from the other columns, so after them
     for (scale, kind), group in groups.items():
         for table in tables:
+            section = []
             for ref in table.rows:
                 mine = row_records(group, table, ref)
                 row = {"experiment": experiment, "section": table.name, "scale": scale, "tasks": kind,
                        "row": ref.label, **table.row_axes(ref)}
-                for column in sorted(table.columns, key=lambda c: c == "avg"):  # avg needs the others first
+                for column in sorted(table.columns, key=lambda c: last.get(c, 0)):
+                    if column in RELATIVE:
+                        row[column + "_paper"] = ref.values[column]  # the rest once every row is known
+                        continue
                     if column == "params":
                         cell = _params_cell(mine, ref.values[column])
+                    elif column == "shape":
+                        cell = _shape_cell(mine)
                     elif column == "avg":
                         cell = _average_cell(row, ref.values[column])
+                    elif column == "glue":
+                        cell = _glue_cell(row, table.columns, ref.values[column])
                     else:
                         cell = _column_cell(column, mine, ref.values[column])
                     if not compares_with_paper(kind, column):
                         cell = {**cell, "_delta": None}
                     row.update({column + suffix: cell[suffix] for suffix in STAT_SUFFIXES})
-                rows.append(row)
+                section.append(row)
+            for column in (c for c in table.columns if c in RELATIVE):
+                _relative(section, column)
+            rows += section
     return rows
 
 
