@@ -31,7 +31,7 @@ def _plain(node):
 
 def cell_spec(cfg: DictConfig) -> dict:
     trainer = _plain(cfg.trainer)
-    return {
+    spec = {
         "version": LINEAGE_VERSION,
         "model": _plain(cfg.model),
         "objective": _plain(cfg.objective),
@@ -43,6 +43,10 @@ def cell_spec(cfg: DictConfig) -> dict:
         # bf16-mixed and 32-true train different weights: a GPU bf16 cell is not a CPU fp32 cell
         "precision": str(OmegaConf.select(cfg, "impl.precision", default="32-true")),
     }
+    knowledge = _plain(OmegaConf.select(cfg, "knowledge"))
+    if knowledge and knowledge.get("enabled"):  # knowledge=none stays out: cells from before the group keep ids
+        spec["knowledge"] = knowledge
+    return spec
 
 
 def cell_id(cfg: DictConfig) -> str:
