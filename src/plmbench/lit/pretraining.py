@@ -22,6 +22,7 @@ from plmbench import termination
 from plmbench.errors import UnsafeCheckpointError, UserError, refusal
 from plmbench.lineage import cell_spec
 from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config, stable_run_id
+from plmbench.lit.machine import check_machine
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.numbers import PRETRAINING, check_numbers
 from plmbench.objectives import check_objective
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 def validate_pretrain(cfg: DictConfig) -> None:
     """Everything that can be checked without data: fails in seconds, naming the key."""
     check_numbers(cfg, PRETRAINING)
+    check_machine(str(cfg.trainer.accelerator), cfg.trainer.devices, str(cfg.impl.precision))
     model = ModelConfig.from_mapping(cfg.model)
     check_objective(model, OmegaConf.to_container(cfg.objective, resolve=True))
     minimum = 5 if cfg.objective.packing == "segment_pair" else 2  # [CLS] A [SEP] B [SEP] needs A and B
