@@ -53,3 +53,24 @@ def test_loading_names_the_file(tmp_path, content):
         check_checkpoint_file(path)
     with pytest.raises(UserError, match=f"^{path}: not a readable checkpoint"):
         load_weights_only(path)
+
+
+def test_a_full_disk_anywhere_in_a_unit_is_recognised_and_stops_the_sweep():
+    """The sweep runner re-raises these (exit 2, one line) instead of recording one failed unit after another;
+    measured on a 3 MB tmpfs: exit 2 naming last.ckpt and ENOSPC, the step-50 checkpoint whole, and the relaunch
+    with space recorded each of the 4 units once."""
+    import errno
+
+    from plmbench.errors import DiskFullError, disk_full
+    from plmbench.lit.checkpoints import CheckpointWriteError
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as cause:
+            raise RuntimeError("writing metrics.json failed") from cause
+    except RuntimeError as wrapped:
+        found = disk_full(wrapped)
+    assert isinstance(found, DiskFullError) and "relaunch the same command" in str(found)
+    assert disk_full(CheckpointWriteError("last.ckpt: cannot write the checkpoint of step 3: (ENOSPC)")) is not None
+    assert disk_full(ValueError("a NaN loss")) is None

@@ -31,6 +31,25 @@ def load_weights_only(path):
                         "disk, an interrupted copy): delete it and rerun, or point at another checkpoint") from None
 
 
+class DiskFullError(UserError):
+    """No space left where a run writes: a sweep stops at once (every later unit would fail the same way)."""
+
+
+def disk_full(error: BaseException) -> DiskFullError | None:
+    """The one-line DiskFullError for an error caused by a full disk or quota (ENOSPC, EDQUOT), else None."""
+    import errno
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, DiskFullError):
+            return seen
+        if (isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT)) or "ENOSPC" in str(seen):
+            return DiskFullError(f"{' '.join(str(error).split())}; free some space and relaunch the same command: "
+                                 "finished units and checkpoints are kept")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def check_checkpoint_file(path) -> None:
     """A torch checkpoint is a zip archive: a truncated one (a full disk, an interrupted copy) has no central
     directory. Checked in milliseconds, before data preparation, instead of failing after it."""

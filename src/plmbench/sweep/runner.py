@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from plmbench import paths
+from plmbench.errors import disk_full
 from plmbench.lineage import cell_id, unit_id
 from plmbench.safety import drop_secrets
 from plmbench.sweep.locks import hold
@@ -129,6 +130,8 @@ class CellRunner:
                 train = get_method(str(self.cfg.sweep.cell_trainer))
                 metrics = train(self.cfg, self.cell_dir, logger_meta=meta)
         except Exception as error:  # noqa: BLE001 - recorded, and the sweep goes on
+            if (full := disk_full(error)) is not None:
+                raise full from None  # the next cells would fail alike: the sweep stops with this one line
             failed = f"{type(error).__name__}: {error}"
             log.error("pre-training cell %s failed: %s\n%s", self.cell, failed, traceback.format_exc())
             metrics = {}
@@ -173,6 +176,8 @@ class CellRunner:
                         "group": self.results_name, "tags": [f"{k}={v}" for k, v in record["axes"].items()]}
                 metrics = kind.run(unit, cell, unit_cfg, paths.runs_root() / "units" / unit.id, meta)
         except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
+            if (full := disk_full(exc)) is not None:
+                raise full from None
             error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             log.error("unit %s (%s seed %d) failed: %s\n%s", unit.id, unit.task, unit.seed, error,
                       traceback.format_exc())
