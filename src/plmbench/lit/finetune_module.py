@@ -20,6 +20,7 @@ from plmbench.models.task_heads import TaskModel
 from plmbench.optim import build_optimizer, warmup_linear_decay
 
 NULL_ANSWER_METRICS = frozenset({"squad_v2"})  # span tasks whose questions may have no answer
+TARGET_KEYS = frozenset({"labels", "start_positions", "end_positions"})  # what evaluation must not feed the model
 
 
 @dataclass
@@ -75,9 +76,10 @@ def finite(value: float | None) -> float:
 
 class FinetuneModule(pl.LightningModule):
     def __init__(self, model_config: ModelConfig, task: dict, lr: float, total_steps: int, eval_splits: list[EvalSplit],
-                 metric, primary: str, optim: Mapping | None = None, fused_adamw: bool = False):
+                 metric, primary: str, optim: Mapping | None = None, fused_adamw: bool = False,
+                 head: torch.nn.Module | None = None):
         super().__init__()
-        self.model = TaskModel(model_config, task["kind"], int(task["num_labels"]))
+        self.model = TaskModel(model_config, task["kind"], int(task["num_labels"]), head)
         self.task, self.lr, self.total_steps = task, float(lr), int(total_steps)
         self.eval_splits, self.metric, self.primary = eval_splits, metric, primary
         self.optim, self.fused_adamw = dict(optim or {}), fused_adamw
@@ -99,7 +101,7 @@ class FinetuneModule(pl.LightningModule):
         self._logits = [[] for _ in self.eval_splits]
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0):
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}  # inputs, and a graph head's graphs
         self._logits[dataloader_idx].append(self.model(inputs)["logits"].float().cpu())
 
     def on_validation_epoch_end(self):

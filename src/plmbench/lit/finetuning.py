@@ -41,9 +41,11 @@ from plmbench.data.features import (
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError, check_checkpoint_file, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
+from plmbench.lit.graph_reasoning import NoReasoner, build_reasoning
 from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
+from plmbench.models.knowledge_fusion import plain_backbone_state
 from plmbench.models.task_heads import HEADS
 from plmbench.numbers import FINETUNING, check_numbers
 
@@ -251,6 +253,7 @@ def _load_nothing(init: Init, model) -> None:
 def _load_pretrain_run(init: Init, model) -> None:
     state = load_weights_only(init.path / "checkpoints" / "last.ckpt")["state_dict"]
     backbone = {k.removeprefix("model.backbone."): v for k, v in state.items() if k.startswith("model.backbone.")}
+    backbone = plain_backbone_state(backbone)  # a knowledge=ernie run: its plain layers, fine-tuned without entities
     if not backbone:
         raise FinetuneError(f"init={init.path}: checkpoints/last.ckpt holds no model.backbone.* weights")
     try:
@@ -325,23 +328,26 @@ def load_checked_task(cfg: DictConfig):
     return data
 
 
-def prepare_data(cfg: DictConfig, init: Init, data=None) -> tuple:
-    """(train features, [EvalSplit], number of train rows) for the task, with the configured caps."""
-    task = cfg.task
+def prepare_data(cfg: DictConfig, init: Init, data=None, reasoning: NoReasoner | None = None) -> tuple:
+    """(train features, [EvalSplit], number of train rows) for the task, with the configured caps; a graph
+    reasoner adds each row's subgraphs to its features."""
+    task, reasoning = cfg.task, reasoning or NoReasoner()
     data = load_checked_task(cfg) if data is None else data
     train_rows = _cap(data["train"], cfg.get("max_train_examples"))
-    train = build_features(train_rows, init.tokenizer, init.special, task)
+    features = lambda rows: reasoning.attach(rows, build_features(rows, init.tokenizer, init.special, task))
+    train = features(train_rows)
     splits = []
     for name in task.eval_splits:
         examples = _cap(data[name], cfg.get("max_eval_examples"))
-        splits.append(EvalSplit(name, examples, build_features(examples, init.tokenizer, init.special, task)))
+        splits.append(EvalSplit(name, examples, features(examples)))
     log.info("task %s: %d train rows (%d inputs), eval %s", task.name, len(train_rows), len(train),
              {s.name: len(s.examples) for s in splits})
     return train, splits, len(train_rows)
 
 
-def task_loader(features, collate, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
-    columns = [c for c in MODEL_COLUMNS if c in features.column_names]
+def task_loader(features, collate, batch_size: int, shuffle: bool, seed: int, workers: int,
+                extra_columns: tuple[str, ...] = ()) -> DataLoader:
+    columns = [c for c in (*MODEL_COLUMNS, *extra_columns) if c in features.column_names]
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(features.select_columns(columns), batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=collate, num_workers=workers)
@@ -376,20 +382,23 @@ def fit_task(cfg: DictConfig, module: pl.LightningModule, train_loader, eval_loa
 
 
 def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metric, lr: float, seed: int,
-              run_dir: Path, logger_meta: dict) -> dict:
+              run_dir: Path, logger_meta: dict, reasoning: NoReasoner | None = None) -> dict:
     """Fine-tune from the init once with one learning rate and seed; its per-epoch history and best epoch."""
     task, started = cfg.task, time.perf_counter()
     pl.seed_everything(seed, workers=True, verbose=False)
     epochs = int(cfg.epochs if cfg.get("epochs") is not None else task.epochs)
     batch_size, workers = int(task.batch_size), int(cfg.trainer.get("num_workers", 0))
-    collate = collator_for(str(task.kind))(init.special)
-    train_loader = task_loader(train, collate, batch_size, True, seed, workers)
-    eval_loaders = [task_loader(s.features, collate, 2 * batch_size, False, seed, workers) for s in splits]
+    reasoning = reasoning or NoReasoner()
+    collate = reasoning.collator(init.special) or collator_for(str(task.kind))(init.special)
+    train_loader = task_loader(train, collate, batch_size, True, seed, workers, reasoning.columns)
+    eval_loaders = [task_loader(s.features, collate, 2 * batch_size, False, seed, workers, reasoning.columns)
+                    for s in splits]
     total_steps = epochs * len(train_loader)
     primary = primary_metric(task)
     module = FinetuneModule(init.config, OmegaConf.to_container(task, resolve=True), lr, total_steps, splits, metric,
                             primary, optim=OmegaConf.to_container(cfg.optim, resolve=True),
-                            fused_adamw=bool(cfg.impl.get("fused_adamw")))
+                            fused_adamw=bool(cfg.impl.get("fused_adamw")),
+                            head=reasoning.head(init.config, int(task.num_labels)))
     init.load_weights(module.model)
     name = f"lr{lr:g}-seed{seed}"
     logger = build_logger(OmegaConf.to_container(cfg.logger, resolve=True), run_dir / "runs" / name,
@@ -442,12 +451,14 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    reasoning = build_reasoning(cfg)  # reasoner=none: plain fine-tuning; rgcn: a graph reasoner (issue 16)
+    reasoning.check(cfg.task)
     data = load_checked_task(cfg)
     init = load_init(cfg)
-    train, splits, train_rows = prepare_data(cfg, init, data)
+    train, splits, train_rows = prepare_data(cfg, init, data, reasoning)
     task, seeds, meta = cfg.task, run_seeds(cfg), logger_meta or {}
     metric = task_metrics.load(task.metric.name, task.metric.get("config"))
-    runs = [train_one(cfg, init, train, splits, metric, lr, seed, run_dir, meta)
+    runs = [train_one(cfg, init, train, splits, metric, lr, seed, run_dir, meta, reasoning)
             for lr in learning_rates(task) for seed in seeds]
     by_lr = {lr: [run for run in runs if run["lr"] == lr] for lr in learning_rates(task)}
     lr = max(by_lr, key=lambda rate: finite(statistics.median([run["score"] for run in by_lr[rate]])))
