@@ -28,7 +28,8 @@ def pad_sequences(sequences: Sequence[Sequence[int]], value: int, length: int, d
 
 
 class PretrainCollator:
-    """list of instances -> input_ids, token_type_ids, attention_mask (0/1 long), labels, sentence_label.
+    """list of instances -> input_ids, token_type_ids, attention_mask (0/1 long), labels, sentence_label, and
+    entity_ids (-1 = none, also on padding) when the instances carry them.
 
     `pad_to` pads every batch to one length (static shapes for torch.compile); None pads to the longest row.
     `generator` seeds dynamic masking in a single process; leave it None under a multi-worker DataLoader,
@@ -70,4 +71,6 @@ class PretrainCollator:
             input_ids, labels = self.masker(input_ids, word_start, self.generator)
         else:
             labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        if "entity_ids" in rows[0]:  # knowledge fusion; ids stay on MLM-masked tokens, as in ERNIE (see instances)
+            batch["entity_ids"] = torch.from_numpy(pad_sequences([row["entity_ids"] for row in rows], -1, length))
         return {"input_ids": input_ids, **batch, "labels": labels}

@@ -24,6 +24,14 @@ Departures from the reference code, each for a reason:
 - SOP needs two segments; a chunk of one sentence is cut at a random token instead of borrowing another document
   (which ALBERT's code does, making such negatives NSP-like). Documents of one sentence are skipped for nsp/sop.
 - Text that spells a special token ("[SEP]") is tokenized as text, so specials only appear where placed here.
+
+Knowledge fusion (`entity_linking`, a data.entity_ids.LinkingSpec): every sentence is linked to WordNet when it is
+tokenized, and an `entity_ids` column (the entity on the first sub-word of each mention, -1 elsewhere and on special
+tokens) travels beside input_ids and word_start through packing, truncation and static masking, as ERNIE's
+create_instances.py carries its entity list beside the tokens. Masking (static here, dynamic in the collator) never
+touches entity_ids: a masked token keeps its entity, as in ERNIE, whose create_masked_lm_predictions rewrites the
+tokens only (dEA corrupts entities on its own, objectives/dea.py). Without linking nothing changes: same columns,
+same cache keys.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from tokenizers import Tokenizer
 
 from plmbench import paths
+from plmbench.data.entity_ids import LinkingSpec, linker_for, sentence_entity_ids
 from plmbench.data.masking import Masker
 from plmbench.data.tokenizer import Corpus, SpecialTokens, tokenizer_fingerprint, word_start_mask
 
@@ -58,6 +67,10 @@ SENTENCE_TASKS = ("none", "nsp", "sop")
 PACKINGS = ("segment_pair", "full_sentences", "causal")
 IN_ORDER, NOT_IN_ORDER, NO_LABEL = 0, 1, -1
 MASKER_KEYS = ("rate", "mode", "max_ngram", "max_predictions", "mask_prob", "random_prob")
+NO_ENTITY = -1
+# Per-token columns travel together as a tuple of parallel lists, a "segment": (ids, word_start[, entities]).
+DOC_COLUMNS = ("ids", "word_start", "entities")  # in the tokenized documents, one list per sentence
+ROW_COLUMNS = ("input_ids", "word_start", "entity_ids")  # in the instances
 
 TOKENIZATION_PASSES = 0  # how often a corpus was tokenized in this process: tests assert caches are reused
 
@@ -72,30 +85,40 @@ class InstanceSpec:
     dupe_factor: int
     static_masking: dict | None
     debug: bool
+    entity_linking: LinkingSpec | None = None
+
+
+def _spec_key(spec: InstanceSpec) -> dict:
+    """The spec as it enters the cache key; without entity linking exactly as before the field existed."""
+    fields = asdict(spec)
+    fields.pop("entity_linking")
+    return fields if spec.entity_linking is None else fields | {"entity_linking": spec.entity_linking.key()}
 
 
 def build_instances(
     corpus: Corpus, tokenizer: Tokenizer, special: SpecialTokens, *, sentence_task: str = "none",
     packing: str = "segment_pair", max_seq_len: int, short_seq_prob: float = 0.1, seed: int,
     dupe_factor: int = 1, num_proc: int = 1, static_masking: dict | None = None, debug: bool = False,
+    entity_linking: LinkingSpec | None = None,
 ) -> tuple[Dataset, dict]:
     """Instances (input_ids, token_type_ids, sentence_label, word_start [, mlm_labels]) and build statistics.
 
     `static_masking` (Masker keyword arguments) stores masked input_ids and mlm_labels, one fresh mask per
     dupe copy; without it the collator masks every batch anew. `debug` adds provenance columns (doc_a, doc_b,
-    sent_a, sent_b, target_len). `num_proc` changes only the speed.
+    sent_a, sent_b, target_len). `entity_linking` adds entity_ids (see the module docstring). `num_proc` changes
+    only the speed.
     """
     spec = InstanceSpec(sentence_task, packing, max_seq_len, short_seq_prob, seed, dupe_factor,
-                        dict(sorted(static_masking.items())) if static_masking else None, debug)
+                        dict(sorted(static_masking.items())) if static_masking else None, debug, entity_linking)
     _validate(spec)
     root = paths.cache_root() / "instances"
-    key = _hash([corpus.fingerprint, tokenizer_fingerprint(tokenizer), asdict(spec), INSTANCES_VERSION])
+    key = _hash([corpus.fingerprint, tokenizer_fingerprint(tokenizer), _spec_key(spec), INSTANCES_VERSION])
     final = root / key
     if (final / "stats.json").is_file():
         stats = json.loads((final / "stats.json").read_text()) | {"from_cache": True}
         return load_from_disk(str(final / "dataset")), stats
 
-    docs = _tokenized_documents(corpus, tokenizer, num_proc)
+    docs = _tokenized_documents(corpus, tokenizer, num_proc, entity_linking)
     n_docs = len(docs)
     rows = list(range(n_docs))  # the documents instances are made from; nsp/sop need two sentences
     if sentence_task != "none":
@@ -171,11 +194,14 @@ def _publish(staging: Path, final: Path) -> None:
 
 # ---------------------------------------------------------------- tokenization (cached apart from the instances)
 
-def _tokenized_documents(corpus: Corpus, tokenizer: Tokenizer, num_proc: int) -> Dataset:
-    """One row per non-empty document: `ids` and `word_start`, one list per non-empty sentence."""
+def _tokenized_documents(corpus: Corpus, tokenizer: Tokenizer, num_proc: int,
+                         linking: LinkingSpec | None = None) -> Dataset:
+    """One row per non-empty document: `ids` and `word_start` (and `entities` when linking), one list per
+    non-empty sentence."""
     global TOKENIZATION_PASSES
     root = paths.cache_root() / "instances"
-    final = root / f"docs-{_hash([corpus.fingerprint, tokenizer_fingerprint(tokenizer), INSTANCES_VERSION])}"
+    identity = [corpus.fingerprint, tokenizer_fingerprint(tokenizer), INSTANCES_VERSION]
+    final = root / f"docs-{_hash(identity if linking is None else [*identity, linking.key()])}"
     if (final / "dataset" / "state.json").is_file():
         return load_from_disk(str(final / "dataset"))
     if next(iter(corpus.documents()), None) is None:  # datasets cannot build a table from nothing
@@ -186,10 +212,14 @@ def _tokenized_documents(corpus: Corpus, tokenizer: Tokenizer, num_proc: int) ->
         raw = Dataset.from_generator(
             _corpus_rows, features=Features({"sentences": List(Value("string"))}), cache_dir=work,
             gen_kwargs={"corpus": corpus}, fingerprint=f"corpus-{corpus.fingerprint}")
+        columns = {"ids": List(List(Value("int32"))), "word_start": List(List(Value("bool")))}
+        if linking is not None:
+            columns["entities"] = List(List(Value("int32")))
+            linker_for(linking)  # WordNet loaded once here, before map() forks its workers, which inherit it
         tokenized = raw.map(
             _tokenize_documents, batched=True, batch_size=256, num_proc=max(1, min(num_proc, len(raw) or 1)),
-            remove_columns=["sentences"], fn_kwargs={"tokenizer_json": tokenizer.to_str()},
-            features=Features({"ids": List(List(Value("int32"))), "word_start": List(List(Value("bool")))}),
+            remove_columns=["sentences"], fn_kwargs={"tokenizer_json": tokenizer.to_str(), "linking": linking},
+            features=Features(columns),
             cache_file_name=str(Path(work) / "tokenized.arrow"), new_fingerprint=f"tok-{final.name}",
             desc=f"tokenizing {corpus.name}")
         if len(tokenized) == 0:
@@ -205,18 +235,20 @@ def _corpus_rows(corpus: Corpus):
         yield {"sentences": document}
 
 
-def _tokenize_documents(batch: dict, tokenizer_json: str) -> dict:
+def _tokenize_documents(batch: dict, tokenizer_json: str, linking: LinkingSpec | None = None) -> dict:
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.encode_special_tokens = True  # "[SEP]" in the text is text, not a separator
     flat = [sentence for document in batch["sentences"] for sentence in document]
     encodings = iter(tokenizer.encode_batch(flat, add_special_tokens=False))
-    out: dict[str, list] = {"ids": [], "word_start": []}
+    linker = linker_for(linking) if linking is not None else None
+    out: dict[str, list] = {"ids": [], "word_start": []} | ({"entities": []} if linker is not None else {})
     for document in batch["sentences"]:
-        encoded = [next(encodings) for _ in document]
-        encoded = [e for e in encoded if e.ids]  # a sentence can normalise to nothing
-        if encoded:
-            out["ids"].append([e.ids for e in encoded])
-            out["word_start"].append([word_start_mask(tokenizer, e) for e in encoded])
+        encoded = [(text, e) for text, e in ((text, next(encodings)) for text in document) if e.ids]
+        if encoded:  # a sentence can normalise to nothing
+            out["ids"].append([e.ids for _, e in encoded])
+            out["word_start"].append([word_start_mask(tokenizer, e) for _, e in encoded])
+            if linker is not None:
+                out["entities"].append([sentence_entity_ids(linker, text, e) for text, e in encoded])
     return out
 
 
@@ -225,6 +257,8 @@ def _tokenize_documents(batch: dict, tokenizer_json: str) -> dict:
 def _features(spec: InstanceSpec) -> Features:
     columns = {"input_ids": List(Value("int32")), "token_type_ids": List(Value("int8")),
                "sentence_label": Value("int8"), "word_start": List(Value("bool"))}
+    if spec.entity_linking is not None:
+        columns["entity_ids"] = List(Value("int32"))
     if spec.static_masking:
         columns["mlm_labels"] = List(Value("int32"))
     if spec.debug:
@@ -240,23 +274,26 @@ class _Rows:
         self.spec, self.special = spec, special
         self.columns: dict[str, list] = {name: [] for name in _features(spec) if name != "mlm_labels"}
 
-    def add(self, ids: list, token_types: list, starts: list, label: int, debug: dict) -> None:
-        self.columns["input_ids"].append(ids)
+    def add(self, tokens: tuple[list, ...], token_types: list, label: int, debug: dict) -> None:
+        """tokens: the per-token columns (ids, word_start[, entities])."""
+        for name, values in zip(ROW_COLUMNS, tokens):
+            self.columns[name].append(values)
         self.columns["token_type_ids"].append(token_types)
-        self.columns["word_start"].append(starts)
         self.columns["sentence_label"].append(label)
         if self.spec.debug:
             for name, value in debug.items():
                 self.columns[name].append(value)
 
-    def add_pair(self, a: tuple[list, list], b: tuple[list, list], label: int, debug: dict) -> None:
-        """[CLS] A [SEP] B [SEP], or [CLS] A [SEP] when B is empty; a and b are (ids, word_start)."""
-        cls, sep = self.special.cls, self.special.sep
+    def add_pair(self, a: tuple[list, ...], b: tuple[list, ...], label: int, debug: dict) -> None:
+        """[CLS] A [SEP] B [SEP], or [CLS] A [SEP] when B is empty; a and b are segments (ids, word_start[,
+        entities]). Special tokens begin a word and carry no entity (ERNIE: entity -1 at [CLS] and [SEP])."""
+        edges = ((self.special.cls, self.special.sep), (True, True), (NO_ENTITY, NO_ENTITY))
         if not b[0]:
-            self.add([cls, *a[0], sep], [0] * (len(a[0]) + 2), [True, *a[1], True], label, debug)
+            self.add(tuple([first, *part, last] for (first, last), part in zip(edges, a)), [0] * (len(a[0]) + 2),
+                     label, debug)
             return
-        self.add([cls, *a[0], sep, *b[0], sep], [0] * (len(a[0]) + 2) + [1] * (len(b[0]) + 1),
-                 [True, *a[1], True, *b[1], True], label, debug)
+        self.add(tuple([first, *part_a, last, *part_b, last] for (first, last), part_a, part_b in zip(edges, a, b)),
+                 [0] * (len(a[0]) + 2) + [1] * (len(b[0]) + 1), label, debug)
 
 
 def _unit_instances(batch: dict, docs: Dataset, rows: list[int], spec: InstanceSpec, special: SpecialTokens,
@@ -265,17 +302,18 @@ def _unit_instances(batch: dict, docs: Dataset, rows: list[int], spec: InstanceS
     first = batch["first"][0]
     unit_rows = rows[first:first + DOCS_PER_UNIT]
     unit = docs[unit_rows]
+    columns = [unit[name] for name in DOC_COLUMNS if name in unit]  # per document, per sentence, per token
     out = _Rows(spec, special)
     others = _OtherDocuments(docs, rows)
     for copy in range(spec.dupe_factor):
         if spec.packing == "segment_pair":
-            for position, ids, starts in zip(range(first, first + len(unit_rows)), unit["ids"], unit["word_start"]):
+            for position, *document in zip(range(first, first + len(unit_rows)), *columns):
                 rng = random.Random(f"{spec.seed}:{copy}:{rows[position]}")
-                _segment_pairs(ids, starts, position, others, spec, rng, out)
+                _segment_pairs(document, position, others, spec, rng, out)
         elif spec.packing == "full_sentences":
-            _full_sentences(unit, first, spec, special, out)
+            _full_sentences(columns, first, spec, special, out)
         else:
-            _causal_blocks(unit, first, spec, special, out)
+            _causal_blocks(columns, first, spec, special, out)
     if masker is not None:
         generator = torch.Generator().manual_seed(int(_hash([spec.seed, first, "mask"]), 16))
         out.columns["input_ids"], out.columns["mlm_labels"] = _mask_rows(out.columns, masker, generator)
@@ -288,9 +326,11 @@ def _target_length(rng: random.Random, max_num_tokens: int, short_seq_prob: floa
     return max_num_tokens
 
 
-def _segment_pairs(ids: list, starts: list, position: int, others: _OtherDocuments, spec: InstanceSpec,
+def _segment_pairs(document: list[list], position: int, others: _OtherDocuments, spec: InstanceSpec,
                    rng: random.Random, out: _Rows) -> None:
-    """BERT's create_instances_from_document, on sentence indices; see the module docstring for departures."""
+    """BERT's create_instances_from_document, on sentence indices; see the module docstring for departures.
+    `document` holds the per-token columns (ids, word_start[, entities]), each one list per sentence."""
+    ids = document[0]
     doc_index = others.rows[position]
     max_num_tokens = spec.max_seq_len - 3
     target = _target_length(rng, max_num_tokens, spec.short_seq_prob)
@@ -303,7 +343,7 @@ def _segment_pairs(ids: list, starts: list, position: int, others: _OtherDocumen
         if i == len(ids) - 1 or length >= target:
             a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
             sent_a, sent_b = chunk[:a_end], chunk[a_end:]
-            a, b = _join(ids, starts, sent_a), _join(ids, starts, sent_b)
+            a, b = _join(document, sent_a), _join(document, sent_b)
             doc_b, label = doc_index, NO_LABEL
             if spec.sentence_task == "nsp":
                 label = IN_ORDER
@@ -314,7 +354,7 @@ def _segment_pairs(ids: list, starts: list, position: int, others: _OtherDocumen
             elif spec.sentence_task == "sop":
                 if not sent_b:  # one sentence: cut it at a random token
                     cut = rng.randint(1, len(a[0]) - 1) if len(a[0]) >= 2 else 0
-                    a, b, sent_b = (a[0][:cut], a[1][:cut]), (a[0][cut:], a[1][cut:]), sent_a
+                    a, b, sent_b = tuple(part[:cut] for part in a), tuple(part[cut:] for part in a), sent_a
                 label = IN_ORDER
                 if rng.random() < 0.5:
                     label = NOT_IN_ORDER
@@ -328,8 +368,10 @@ def _segment_pairs(ids: list, starts: list, position: int, others: _OtherDocumen
         i += 1
 
 
-def _join(ids: list, starts: list, sentences: Iterable[int]) -> tuple[list, list]:
-    return ([t for s in sentences for t in ids[s]], [w for s in sentences for w in starts[s]])
+def _join(document: list[list], sentences: Iterable[int]) -> tuple[list, ...]:
+    """The segment made of `sentences` of a document: each per-token column concatenated."""
+    sentences = list(sentences)
+    return tuple([t for s in sentences for t in column[s]] for column in document)
 
 
 class _OtherDocuments:
@@ -337,24 +379,23 @@ class _OtherDocuments:
 
     def __init__(self, docs: Dataset, rows: list[int]):
         self.rows = rows
-        self.ids, self.starts = docs.data.column("ids"), docs.data.column("word_start")
+        self.columns = [docs.data.column(name) for name in DOC_COLUMNS if name in docs.column_names]
 
     def random_segment(self, position: int, target_length: int,
-                       rng: random.Random) -> tuple[int, list[int], tuple[list, list]]:
+                       rng: random.Random) -> tuple[int, list[int], tuple[list, ...]]:
         """Sentences of another document from a random start until target_length tokens: (row, sentences, B)."""
         other = rng.randrange(len(self.rows) - 1)
         row = self.rows[other + (other >= position)]
-        sentences = self.ids[row].values  # one list of ids per sentence
+        sentences = self.columns[0][row].values  # one list of ids per sentence
         start = rng.randint(0, len(sentences) - 1)
         lengths = np.cumsum(pc.list_value_length(sentences.slice(start)).to_numpy())
         count = min(int(np.searchsorted(lengths, target_length)) + 1, len(lengths))  # stop once it is long enough
-        ids = sentences.slice(start, count).to_pylist()
-        starts = self.starts[row].values.slice(start, count).to_pylist()
-        return row, list(range(start, start + count)), _join(ids, starts, range(count))
+        document = [column[row].values.slice(start, count).to_pylist() for column in self.columns]
+        return row, list(range(start, start + count)), _join(document, range(count))
 
 
-def _truncate_pair(a: tuple[list, list], b: tuple[list, list], max_num_tokens: int,
-                   rng: random.Random) -> tuple[tuple[list, list], tuple[list, list]]:
+def _truncate_pair(a: tuple[list, ...], b: tuple[list, ...], max_num_tokens: int,
+                   rng: random.Random) -> tuple[tuple[list, ...], tuple[list, ...]]:
     """BERT's truncate_seq_pair: trim the longer segment (B on ties) from a random end until both fit."""
     bounds = [[0, len(a[0])], [0, len(b[0])]]
     while bounds[0][1] - bounds[0][0] + bounds[1][1] - bounds[1][0] > max_num_tokens:
@@ -364,63 +405,68 @@ def _truncate_pair(a: tuple[list, list], b: tuple[list, list], max_num_tokens: i
         else:
             longer[1] -= 1
     (a_lo, a_hi), (b_lo, b_hi) = bounds
-    return (a[0][a_lo:a_hi], a[1][a_lo:a_hi]), (b[0][b_lo:b_hi], b[1][b_lo:b_hi])
+    return tuple(part[a_lo:a_hi] for part in a), tuple(part[b_lo:b_hi] for part in b)
 
 
-def _full_sentences(unit: dict, first: int, spec: InstanceSpec, special: SpecialTokens, rows: _Rows) -> None:
+def _full_sentences(columns: list, first: int, spec: InstanceSpec, special: SpecialTokens, rows: _Rows) -> None:
     """[CLS] s1 s2 .. [SEP]: whole sentences while they fit, a [SEP] between documents (RoBERTa).
 
     A sentence longer than an instance is cut into instance-sized pieces; a unit's last instance may be short."""
     capacity = spec.max_seq_len - 2
-    ids: list[int] = []
-    starts: list[bool] = []
+    buffer = tuple([] for _ in columns)  # the instance being packed: ids, word_start[, entities]
+    ids = buffer[0]
+    boundary = (special.sep, True, NO_ENTITY)  # what a document boundary adds to each column
+    empty = tuple([] for _ in columns)
     doc = first
 
     def flush() -> None:
         if ids and ids[-1] == special.sep:  # a document boundary at the very end separates nothing
-            del ids[-1], starts[-1]
+            for part in buffer:
+                del part[-1]
         if ids:
-            rows.add_pair((ids[:], starts[:]), ([], []), NO_LABEL, _packed_debug(doc, capacity))
-        del ids[:], starts[:]
+            rows.add_pair(tuple(part[:] for part in buffer), empty, NO_LABEL, _packed_debug(doc, capacity))
+        for part in buffer:
+            del part[:]
 
-    for offset, (doc_ids, doc_starts) in enumerate(zip(unit["ids"], unit["word_start"])):
+    for offset, document in enumerate(zip(*columns)):
         if ids:  # the instance goes on into the next document
             if len(ids) + 1 > capacity:
                 flush()
             else:
-                ids.append(special.sep)
-                starts.append(True)
-        for sentence, sentence_starts in zip(doc_ids, doc_starts):
-            if ids and len(ids) + len(sentence) > capacity:
+                for part, value in zip(buffer, boundary):
+                    part.append(value)
+        for sentence in zip(*document):
+            if ids and len(ids) + len(sentence[0]) > capacity:
                 flush()
             if not ids:
                 doc = first + offset
-            ids.extend(sentence)
-            starts.extend(sentence_starts)
+            for part, values in zip(buffer, sentence):
+                part.extend(values)
             while len(ids) > capacity:
-                rows.add_pair((ids[:capacity], starts[:capacity]), ([], []), NO_LABEL, _packed_debug(doc, capacity))
-                del ids[:capacity], starts[:capacity]
+                rows.add_pair(tuple(part[:capacity] for part in buffer), empty, NO_LABEL, _packed_debug(doc, capacity))
+                for part in buffer:
+                    del part[:capacity]
     flush()
 
 
-def _causal_blocks(unit: dict, first: int, spec: InstanceSpec, special: SpecialTokens, rows: _Rows) -> None:
+def _causal_blocks(columns: list, first: int, spec: InstanceSpec, special: SpecialTokens, rows: _Rows) -> None:
     """Documents joined by [SEP] (</s> for byte-level BPE), cut into blocks of exactly max_seq_len; the unit's
     tail shorter than a block is dropped."""
-    ids: list[int] = []
-    starts: list[bool] = []
+    stream = tuple([] for _ in columns)  # ids, word_start[, entities]
+    ids = stream[0]
+    boundary = (special.sep, True, NO_ENTITY)
     doc_offsets = []  # where each document begins in the stream
-    for doc_ids, doc_starts in zip(unit["ids"], unit["word_start"]):
+    for document in zip(*columns):
         doc_offsets.append(len(ids))
-        for sentence, sentence_starts in zip(doc_ids, doc_starts):
-            ids.extend(sentence)
-            starts.extend(sentence_starts)
-        ids.append(special.sep)
-        starts.append(True)
+        for sentence in zip(*document):
+            for part, values in zip(stream, sentence):
+                part.extend(values)
+        for part, value in zip(stream, boundary):
+            part.append(value)
     block = spec.max_seq_len
     for begin in range(0, len(ids) - block + 1, block):
         doc = first + bisect.bisect_right(doc_offsets, begin) - 1
-        rows.add(ids[begin:begin + block], [0] * block, starts[begin:begin + block], NO_LABEL,
-                 _packed_debug(doc, block))
+        rows.add(tuple(part[begin:begin + block] for part in stream), [0] * block, NO_LABEL, _packed_debug(doc, block))
 
 
 def _packed_debug(doc: int, capacity: int) -> dict:

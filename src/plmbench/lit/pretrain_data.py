@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from plmbench.data.collate import PretrainCollator
 from plmbench.data.corpora import build_corpus
+from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.instances import build_instances
 from plmbench.data.masking import Masker
 from plmbench.data.tokenizer import get_tokenizer
@@ -87,7 +88,9 @@ class PretrainData(pl.LightningDataModule):
         fraction = float(data.get("val_fraction", 0.02))
         train_docs, val_docs = DocumentSplit(corpus, False, fraction), DocumentSplit(corpus, True, fraction)
         common = {"max_seq_len": int(data.max_seq_len), "short_seq_prob": float(data.short_seq_prob),
-                  "num_proc": int(data.get("num_proc", 1))}
+                  "num_proc": int(data.get("num_proc", 1)),
+                  # knowledge=ernie: entity_ids linked to WordNet in every set (absent, and the keys unchanged, when off)
+                  "entity_linking": LinkingSpec.from_knowledge(cfg.get("knowledge"))}
         masking = data.masking
         static = bool(masking.get("static")) and objective.mlm
         self.train, self.stats = build_instances(

@@ -179,3 +179,11 @@ def load_entity_table(path: str, knowledge: KnowledgeConfig) -> torch.Tensor:
         raise ConfigError(f"knowledge.entity_table={path}: holds {shape}, expected a tensor of shape "
                           f"(n_entities, {knowledge.entity_dim})")
     return table.float()
+
+
+def plain_backbone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A KnowledgeBackbone's state dict less its entity parts (`entity_table` and every `layers.<i>.entity_*`): the
+    weights of the plain Backbone it was built on. Fine-tuning a fused run without entities loads these; that is
+    exact, since an aggregator layer given no entity is the plain layer (see the module docstring)."""
+    return {key: value for key, value in state.items() if not any(part.startswith("entity_") for part in
+                                                                   key.split("."))}

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from plmbench.impl import cross_entropy
 from plmbench.models.config import ConfigError, ModelConfig
+from plmbench.models.entity_table import resolve_entity_table
 from plmbench.models.knowledge_fusion import KnowledgeConfig, load_entity_table
 from plmbench.objectives.bilm import BiLM
 from plmbench.objectives.clm import CausalLM
@@ -50,7 +51,7 @@ def build_objective(config: ModelConfig, objective: dict, masked_only: bool = Tr
         if entity_table is None:
             if not fusion.entity_table:
                 raise ConfigError("knowledge.entity_table=null: knowledge fusion needs the TransE entity table file")
-            entity_table = load_entity_table(fusion.entity_table, fusion)
+            entity_table = load_entity_table(resolve_entity_table(knowledge), fusion)  # `auto`: the cached table
         return KnowledgeMaskedLM(config, fusion, entity_table, sentence_task=objective.get("sentence_task", "none"),
                                  masked_only=masked_only, cross_entropy=loss)
     options = {k: objective[k] for k in ("generator_size", "discriminator_weight") if k in objective}
