@@ -26,7 +26,7 @@ def test_load_reads_no_network(monkeypatch):
 
 def test_unknown_name_or_config_fails_with_allowed_list():
     with pytest.raises(
-        ValueError, match=r"unknown metric 'bleu'; allowed: glue, squad, squad_v2, race, seqeval"
+        ValueError, match=r"unknown metric 'bleu'; allowed: glue, squad, squad_v2, race, seqeval, accuracy"
     ):
         metrics.load("bleu")
     with pytest.raises(
@@ -45,7 +45,7 @@ def test_primary_key_is_returned_by_each_task():
         labels = rng.random(20) * 5 if task == "stsb" else rng.integers(0, 2, 20)
         result = metrics.load("glue", task).compute(predictions=labels[::-1], references=labels)
         assert metrics.PRIMARY[task] in result
-    assert set(metrics.PRIMARY) == set(metrics.GLUE_TASKS) | {"squad", "squad_v2", "race", "seqeval"}
+    assert set(metrics.PRIMARY) == set(metrics.GLUE_TASKS) | {"squad", "squad_v2", "race", "seqeval", "accuracy"}
 
 
 # ---------------------------------------------------------------- GLUE
@@ -277,6 +277,26 @@ def test_race_overall_and_per_level_by_hand():
     assert metrics.load("race").compute(predictions=preds, references=refs) == pytest.approx(
         {"accuracy": 4 / 6}
     )
+
+
+def test_accuracy_over_five_options_equals_a_count_by_hand():
+    rng = np.random.default_rng(0)
+    preds, refs = rng.integers(0, 5, size=1221), rng.integers(0, 5, size=1221)  # CSQA dev's size, 5 options
+    right = sum(int(p) == int(r) for p, r in zip(preds, refs))  # an independent count, in plain Python
+    scores = metrics.load("accuracy").compute(predictions=preds, references=refs, num_labels=5)
+    assert scores == {"accuracy": pytest.approx(right / 1221)}
+    assert metrics.load("accuracy").compute(predictions=[4, 0, 25], references=[4, 1, 25]) == pytest.approx(
+        {"accuracy": 2 / 3}
+    )  # no num_labels: any index >= 0 (a 26-class probe)
+
+
+def test_accuracy_rejects_unlabeled_rows_and_indices_past_num_labels():
+    with pytest.raises(ValueError, match=r"accuracy: references hold index -1; allowed 0 or more"):
+        metrics.load("accuracy").compute(predictions=[0], references=[-1])
+    with pytest.raises(ValueError, match=r"accuracy: predictions hold index 5; allowed 0\.\.4"):
+        metrics.load("accuracy").compute(predictions=[5], references=[0], num_labels=5)
+    with pytest.raises(ValueError, match="no predictions"):
+        metrics.load("accuracy").compute(predictions=[], references=[])
 
 
 def test_race_rejects_bad_options_and_levels():

@@ -135,7 +135,7 @@ def _score(metric, task_cfg: Mapping, examples, predictions) -> dict:
         ids = examples["id"]
         return metric.compute(predictions=[{"id": i, "prediction_text": p} for i, p in zip(ids, predictions)],
                               references=[{"id": i, "answers": a} for i, a in zip(ids, examples["answers"])])
-    if kind == "multiple_choice":
+    if kind == "multiple_choice" and "level" in examples.column_names:  # RACE scores per level; CSQA has none
         return metric.compute(predictions=predictions, references=examples["label"], levels=examples["level"])
     return metric.compute(predictions=predictions, references=examples["label"])
 

@@ -42,7 +42,9 @@ def _scores(split: EvalSplit, logits: list[torch.Tensor], task: Mapping, metric)
 
 def _choices(split: EvalSplit, logits: list[torch.Tensor], task: Mapping, metric) -> dict:
     predictions = torch.cat(logits).argmax(-1).numpy()
-    return metric.compute(predictions=predictions, references=split.examples["label"], levels=split.examples["level"])
+    # RACE rows carry a school level (scored per level); CommonsenseQA's have none, and its metric takes none.
+    by_level = {"levels": split.examples["level"]} if "level" in split.examples.column_names else {}
+    return metric.compute(predictions=predictions, references=split.examples["label"], **by_level)
 
 
 def _spans(split: EvalSplit, logits: list[torch.Tensor], task: Mapping, metric) -> dict:

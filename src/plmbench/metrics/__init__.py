@@ -23,6 +23,7 @@ CONFIGS: dict[str, tuple[str | None, ...]] = {
     "squad_v2": (None,),
     "race": (None,),
     "seqeval": (None,),
+    "accuracy": (None,),
 }
 
 # Headline key per task, as the GLUE leaderboard orders each task's metrics: for the tasks it scores twice it lists
@@ -47,6 +48,7 @@ PRIMARY: dict[str, str] = {
     "squad_v2": "f1",
     "race": "accuracy",
     "seqeval": "overall_f1",
+    "accuracy": "accuracy",
 }
 
 
