@@ -322,11 +322,11 @@ def test_race_answer_outside_options_errors_naming_the_file(tmp_path):
 
 
 def test_unknown_source_and_bad_policy_name_the_allowed_values(tmp_path):
-    with pytest.raises(TaskConfigError, match=r"task\.source='disk' is not one of hub, local, proxy"):
+    with pytest.raises(TaskConfigError, match=r"task\.source='disk' is not one of hub, local, proxy, wordnet"):
         load_task(task_cfg("glue/rte", source="disk"))
     with pytest.raises(TaskConfigError, match=r"task\.on_bad_row='drop' is not one of skip, error"):
         local("glue/rte", rte_dir(tmp_path, "0\ta\tb\tentailment\n"), on_bad_row="drop")
-    assert set(SOURCES) == {"hub", "local", "proxy"}
+    assert set(SOURCES) == {"hub", "local", "proxy", "wordnet"}
 
 
 def test_hub_unavailable_fails_at_once_naming_the_offline_alternatives(monkeypatch):
@@ -366,7 +366,8 @@ REQUIRED = {
     "on_bad_row",
 }
 KINDS = {"glue": {"classification", "regression"}, "squad": {"span"}, "race": {"multiple_choice"},
-         "conll": {"tagging"}, "csqa": {"multiple_choice"}}
+         "conll": {"tagging"}, "csqa": {"multiple_choice"}, "wordnet": {"classification"}}
+BUILT_FROM_WORDNET = {"wordnet"}  # probes with no hub or local copy: source wordnet, no hub path, no local files
 
 
 @pytest.fixture(scope="module")
@@ -381,21 +382,25 @@ def hydra_dir(tmp_path_factory) -> Path:
 def test_every_task_config_composes_with_the_required_keys(hydra_dir):
     from hydra import compose, initialize_config_dir
 
-    assert len(TASK_FILES) == 16
+    assert len(TASK_FILES) == 17
     names = set()
     with initialize_config_dir(config_dir=str(hydra_dir), version_base="1.3"):
         for name in TASK_FILES:
             assert (TASK_CONF / f"{name}.yaml").read_text().startswith("# @package task\n"), name
             task = compose("config", overrides=[f"task={name}"]).task
             assert REQUIRED <= set(task), f"{name} lacks {REQUIRED - set(task)}"
-            assert task.kind in KINDS[task.family] and task.source == "hub" and task.lr_grid is None
-            assert {"train", *task.eval_splits} <= set(task.local), name
-            assert task.hub.path and {"train_size", "eval_size", "seed"} <= set(task.proxy)
+            assert task.kind in KINDS[task.family] and task.lr_grid is None
+            if task.family in BUILT_FROM_WORDNET:
+                assert task.source == "wordnet" and not task.hub.path and not task.local, name
+            else:
+                assert task.source == "hub" and task.hub.path, name
+                assert {"train", *task.eval_splits} <= set(task.local), name
+            assert {"train_size", "eval_size", "seed"} <= set(task.proxy)
             assert task.max_length == {"glue": 128, "squad": 384, "race": 512, "conll": 128,
-                                       "csqa": 128}[task.family]
+                                       "csqa": 128, "wordnet": 128}[task.family]
             names.add(task.name)
         assert compose("config", overrides=["task=squad/v1"]).task.doc_stride == 128
-    assert len(names) == 16
+    assert len(names) == 17
 
 
 def test_acceptance_override_finds_the_shared_files(hydra_dir, shared_data):

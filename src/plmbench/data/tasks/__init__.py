@@ -2,6 +2,8 @@
 
 `task.source` says where rows come from: `hub` (Hugging Face datasets), `local` (the original distribution files
 under data_dir: glue_data TSVs, SQuAD JSON, the RACE tree) or `proxy` (offline stand-ins, plmbench.data.tasks.proxy).
+Family `wordnet` (probes built from WordNet, plmbench.data.tasks.supersense) has one source, `wordnet`, whatever
+task.source says.
 Every source yields the same columns for a task kind (interface 4):
   classification/regression: idx, text_a, text_b ('' for one sentence), label (int; float for STS-B)
   span (SQuAD): id, title, context, question, answers {text: [...], answer_start: [...]} (empty = unanswerable)
@@ -42,6 +44,8 @@ HUB_PROBE_TIMEOUT_S = (
 def load_task(task_cfg: Mapping, data_dir: str | Path | None = None) -> datasets.DatasetDict:
     """The task's 'train' split and its eval splits (task.eval_splits), from task.source."""
     source = task_cfg.get("source")
+    if task_cfg.get("family") in BUILT_FROM_WORDNET:  # no hub or local copy exists: a sweep's task_source is moot
+        source = "wordnet"
     if source not in SOURCES:
         raise TaskConfigError(f"task.source={source!r} is not one of {', '.join(SOURCES)}")
     return SOURCES[source](task_cfg, data_dir)
@@ -207,8 +211,20 @@ def _load_proxy(task_cfg: Mapping, data_dir: str | Path | None = None) -> datase
     return load_proxy(task_cfg, data_dir)
 
 
+def _load_wordnet_probe(task_cfg: Mapping, data_dir: str | Path | None = None) -> datasets.DatasetDict:
+    from plmbench.data.tasks.supersense import load_supersense  # imported on use: it reads WordNet
+
+    probes = {"supersense": load_supersense}
+    name = task_cfg.get("name")
+    if name not in probes:
+        raise TaskConfigError(f"task.name={name!r} is no WordNet probe; allowed: {', '.join(probes)}")
+    return probes[name](task_cfg, data_dir)
+
+
 SOURCES: dict[str, Callable[..., datasets.DatasetDict]] = {
     "hub": load_hub,
     "local": load_local,
     "proxy": _load_proxy,
+    "wordnet": _load_wordnet_probe,
 }
+BUILT_FROM_WORDNET = {"wordnet"}  # families whose rows are built from WordNet and the embedded corpus only
