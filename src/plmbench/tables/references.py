@@ -52,6 +52,8 @@ COLUMNS: dict[str, Column] = {
     "stsb": Column("STS-B (Pearson)", "stsb", ("pearson",), 100.0),
     "qqp": Column("QQP F1", "qqp", ("f1",), 100.0),
     "qnli": Column("QNLI", "qnli", ("accuracy",), 100.0),
+    "csqa": Column("CSQA dev", "csqa", ("accuracy",), 100.0),  # CommonsenseQA, 5 choices: chance 20%
+    "supersense": Column("WordNet supersense", "supersense", ("accuracy",), 100.0),  # lemmas unseen in training
     "avg": Column("Avg"),
     # A model's costs beside a reference model's (distillation: the first row is the teacher)
     "shape": Column("Shape"),
