@@ -8,6 +8,8 @@ a config (an optimiser without betas, a command without a trainer) are skipped.
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from plmbench.errors import UserError
@@ -22,7 +24,7 @@ OPTIMISER: dict[str, Rule] = {
 }
 PRETRAINING: dict[str, Rule] = {
     **OPTIMISER,
-    "trainer.max_steps": (int, 0, True, None),
+    "trainer.max_steps": (int, -math.inf, True, None),  # the range check in validate_pretrain says what 0 means
     "trainer.batch_size": (int, 1, True, None),
     "trainer.accumulate_grad_batches": (int, 1, True, None),
     "trainer.val_check_interval": (int, 1, True, None),
@@ -67,6 +69,8 @@ def _check(key: str, value, rule: Rule) -> None:
 
 
 def _range(low: float, low_allowed: bool, high: float | None) -> str:
+    if low == -math.inf:
+        return ""
     if high is not None:
         return f" from {low:g} to {high:g}"
     return f" >= {low:g}" if low_allowed else f" > {low:g}"
