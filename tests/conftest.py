@@ -33,6 +33,25 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def wordnet_root(tmp_path_factory) -> Path:
+    """WordNet 3.0's dict folder: $PLMBENCH_WORDNET_DIR, the checkout's unpacked wordnet-base (`make data`), a
+    developer's unpacked copy, or the Debian package fetched into a temporary data root (skips without it)."""
+    if os.environ.get("PLMBENCH_WORDNET_DIR"):
+        return Path(os.environ["PLMBENCH_WORDNET_DIR"])
+    for unpacked in (REPO / "data/debian/wordnet-base/usr/share/wordnet", Path("/tmp/debs/x/usr/share/wordnet")):
+        if (unpacked / "data.noun").is_file():
+            return unpacked
+    from plmbench.data.debian import MissingSourceError, ensure_package
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PLMBENCH_DATA", str(tmp_path_factory.mktemp("data")))
+        try:
+            return ensure_package("wordnet-base") / "usr/share/wordnet"
+        except MissingSourceError as error:
+            pytest.skip(str(error))
+
+
 def pytest_terminal_summary(terminalreporter):
     """One line after the run: how many tests did not run because ../shared/data is missing."""
     skipped = terminalreporter.stats.get("skipped", [])

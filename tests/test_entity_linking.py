@@ -1,32 +1,11 @@
 """The WordNet entity linker: multi-word and inflected mentions, first sense against Lesk, the confidence cut-off,
 ERNIE's first-sub-word alignment with a real trained tokenizer, and the throughput/coverage report."""
 
-import os
-from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
 from plmbench.data.entity_linking import NO_ENTITY, EntityLinker, Mention, align_to_subwords, linking_report
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def wordnet_root(tmp_path_factory) -> Path:
-    """$PLMBENCH_WORDNET_DIR, the checkout's unpacked wordnet-base (`make data`), or the package fetched afresh."""
-    if os.environ.get("PLMBENCH_WORDNET_DIR"):
-        return Path(os.environ["PLMBENCH_WORDNET_DIR"])
-    if (REPO / "data/debian/wordnet-base/usr/share/wordnet/data.noun").is_file():
-        return REPO / "data/debian/wordnet-base/usr/share/wordnet"
-    from plmbench.data.debian import MissingSourceError, ensure_package
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PLMBENCH_DATA", str(tmp_path_factory.mktemp("data")))
-        try:
-            return ensure_package("wordnet-base") / "usr/share/wordnet"
-        except MissingSourceError as error:
-            pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -1,32 +1,11 @@
 """WordNet as a knowledge graph: its size, known edges, the lemma index's sense order, WN18RR alignment, and the
 triple-file reader's one-line errors."""
 
-import os
-from pathlib import Path
 
 import pytest
 
 from plmbench.data.knowledge_graph import RELATION_NAMES, WN18RR_RELATIONS, load_graph, read_triples
 from plmbench.data.tasks.errors import DataError
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def wordnet_root(tmp_path_factory) -> Path:
-    """$PLMBENCH_WORDNET_DIR, the checkout's unpacked wordnet-base (`make data`), or the package fetched afresh."""
-    if os.environ.get("PLMBENCH_WORDNET_DIR"):
-        return Path(os.environ["PLMBENCH_WORDNET_DIR"])
-    if (REPO / "data/debian/wordnet-base/usr/share/wordnet/data.noun").is_file():
-        return REPO / "data/debian/wordnet-base/usr/share/wordnet"
-    from plmbench.data.debian import MissingSourceError, ensure_package
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PLMBENCH_DATA", str(tmp_path_factory.mktemp("data")))
-        try:
-            return ensure_package("wordnet-base") / "usr/share/wordnet"
-        except MissingSourceError as error:
-            pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -24,26 +24,9 @@ from plmbench.data.tasks.proxy import (
 from plmbench.data.wordnet import lemma_forms, load_exceptions, load_wordnet
 
 REPO = Path(__file__).resolve().parents[1]
-UNPACKED = Path("/tmp/debs/x/usr/share/wordnet")  # a developer's already-unpacked wordnet-base
 SMALL = {"train_size": 48, "eval_size": 24, "seed": 0}
 EVAL_SPLITS = {"mnli": ["validation_matched", "validation_mismatched"]}
 
-
-@pytest.fixture(scope="session")
-def wordnet_root(tmp_path_factory) -> Path:
-    """$PLMBENCH_WORDNET_DIR, an unpacked copy, or the Debian package fetched into a temporary data root."""
-    if os.environ.get("PLMBENCH_WORDNET_DIR"):
-        return Path(os.environ["PLMBENCH_WORDNET_DIR"])
-    if (UNPACKED / "data.noun").is_file():
-        return UNPACKED
-    from plmbench.data.debian import MissingSourceError, ensure_package
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PLMBENCH_DATA", str(tmp_path_factory.mktemp("data")))
-        try:
-            return ensure_package("wordnet-base") / "usr/share/wordnet"
-        except MissingSourceError as error:
-            pytest.skip(str(error))
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,6 @@
 """The WordNet reader against facts WordNet 3.0 publishes about itself (wnstats(7WN), its index files)."""
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,25 +16,6 @@ from plmbench.data.wordnet import (
     split_gloss,
     usages,
 )
-
-UNPACKED = Path("/tmp/debs/x/usr/share/wordnet")  # a developer's already-unpacked wordnet-base
-
-
-@pytest.fixture(scope="session")
-def wordnet_root(tmp_path_factory) -> Path:
-    """$PLMBENCH_WORDNET_DIR, an unpacked copy, or the Debian package fetched into a temporary data root."""
-    if os.environ.get("PLMBENCH_WORDNET_DIR"):
-        return Path(os.environ["PLMBENCH_WORDNET_DIR"])
-    if (UNPACKED / "data.noun").is_file():
-        return UNPACKED
-    from plmbench.data.debian import MissingSourceError, ensure_package
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PLMBENCH_DATA", str(tmp_path_factory.mktemp("data")))
-        try:
-            return ensure_package("wordnet-base") / "usr/share/wordnet"
-        except MissingSourceError as error:
-            pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session")

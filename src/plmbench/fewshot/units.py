@@ -25,11 +25,11 @@ from tokenizers import Tokenizer
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError
 from plmbench.fewshot.evaluate import evaluate_shots
+from plmbench.lineage import unit_id
 from plmbench.lit.loggers import build_logger, finished, log_final
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
 from plmbench.objectives.clm import CausalLM
-from plmbench.lineage import unit_id
 from plmbench.units import Cell, Unit, UnitKind, sweep_seeds
 from plmbench.units.finetune import FinetuneUnits
 
