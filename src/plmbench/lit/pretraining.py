@@ -44,9 +44,6 @@ def validate_pretrain(cfg: DictConfig) -> None:
     if int(cfg.data.max_seq_len) > model.max_positions:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_positions="
                           f"{model.max_positions}")
-    for key in ("batch_size", "accumulate_grad_batches"):
-        if int(cfg.trainer[key]) <= 0:
-            raise ConfigError(f"trainer.{key}={cfg.trainer[key]}: must be a positive integer")
     if int(cfg.trainer.max_steps) < 0:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps}: must be 0 (no pre-training: the initial "
                           f"weights, a control cell) or a positive integer")
