@@ -1,6 +1,7 @@
 """knowledge=ernie end to end on a tiny WordNet: entity ids on the first sub-words of linked mentions in the
 pre-training instances, knowledge=none leaving the instances and their cache keys as they were, the TransE entity
-table leaving out the supersense probe's held-out synsets, and a short pre-training run that scores dEA."""
+table leaving out the supersense probe's held-out synsets, a short pre-training run that scores dEA, and fine-tuning
+that run with the task's entities."""
 
 import hashlib
 import json
@@ -15,11 +16,13 @@ from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.instances import INSTANCES_VERSION, build_instances
 from plmbench.data.knowledge_graph import load_graph
 from plmbench.data.tokenizer import get_tokenizer, tokenizer_fingerprint
+from plmbench.data.entity_features import layout
+from plmbench.lit.finetuning import load_init, prepare_data, run_finetuning
 from plmbench.lit.pretraining import run_pretraining
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ModelConfig
 from plmbench.models.entity_table import build_entity_table, fusion_triples, supersense_held_out
-from plmbench.models.knowledge_fusion import plain_backbone_state
+from plmbench.models.knowledge_fusion import KnowledgeBackbone, plain_backbone_state
 from plmbench.models.transe import TransEConfig
 
 # A WordNet in wndb(5WN) format: (offset, lex_filenum, lemmas, hypernym offset, gloss). 3 = noun.Tops,
@@ -170,3 +173,39 @@ def test_short_ernie_pretraining_scores_entities(wordnet_root, corpus_path, cach
     plain = Backbone(ModelConfig.from_mapping(OmegaConf.load(cache / "run/config.yaml").model))
     plain.load_state_dict(plain_backbone_state(fused), strict=True)
     assert len(plain_backbone_state(fused)) < len(fused)  # the entity parts were there, and were left out
+
+    # Fine-tuning the fused run: the fused backbone with the run's own table, the task's text linked as in
+    # pre-training (data/entity_features.py), so entities reach the aggregator layers on tasks too.
+    glue = cache / "data" / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    lines = ["sentence\tlabel"] + [f"{s}\t{i % 2}" for i, s in enumerate(SENTENCES * 4)]
+    for name in ("train.tsv", "dev.tsv"):
+        (glue / name).write_text("\n".join(lines) + "\n")
+    tune = compose("finetune", ["task=glue/sst2", "task.source=local", f"data_dir={cache / 'data'}",
+                                f"init={cache / 'run'}", "logger=none", "trainer.progress_bar=null", "epochs=1",
+                                "task.batch_size=8"])
+    init = load_init(tune)
+    train, splits, _ = prepare_data(tune, init)
+    assert isinstance(init.backbone(), KnowledgeBackbone)
+    assert torch.equal(init.entity_table, state["model.backbone.entity_table"])
+    vocab, graph = {i: t for t, i in init.tokenizer.get_vocab().items()}, load_graph(wordnet_root)
+    linked = 0
+    for row in train:
+        assert len(row["entity_ids"]) == len(row["input_ids"])
+        for token, entity in zip(row["input_ids"], row["entity_ids"]):
+            if entity >= 0:  # the first piece of a lemma of the linked synset ("hot" of "hot dog")
+                linked += 1
+                assert any(lemma.lower().startswith(vocab[token][:3]) for lemma in graph.synsets[entity].lemmas)
+    assert linked > len(train)  # several mentions per sentence: dog, hot dog, mustard, bun, ...
+    metrics = run_finetuning(tune, cache / "tuned")
+    assert metrics["status"] == "finished"
+
+
+def test_entity_layout_follows_the_inputs_truncation():
+    # [CLS] a a a [SEP] b b [SEP]: A kept 3 of 4, B kept its tail of 2 of 3 (multiple choice) or its head.
+    types = [0, 0, 0, 0, 0, 1, 1, 1]
+    assert layout([7, -1, 8, 9], [1, 2, 3], types) == [-1, 7, -1, 8, -1, 1, 2, -1]
+    assert layout([7, -1, 8, 9], [1, 2, 3], types, b_from_end=True) == [-1, 7, -1, 8, -1, 2, 3, -1]
+    assert layout([5], None, [0, 0, 0]) == [-1, 5, -1]
+    with pytest.raises(ValueError, match="do not match"):
+        layout([5], None, [0, 0, 0, 0, 1])

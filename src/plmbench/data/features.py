@@ -230,7 +230,7 @@ def build_features(rows: datasets.Dataset, tokenizer: Tokenizer, special: Specia
 
 # ------------------------------------------------------------------------------------------ batches
 
-MODEL_COLUMNS = ("input_ids", "token_type_ids", "labels", "start_positions", "end_positions")
+MODEL_COLUMNS = ("input_ids", "token_type_ids", "entity_ids", "labels", "start_positions", "end_positions")
 
 
 class FeatureCollator:
@@ -252,6 +252,8 @@ class FeatureCollator:
             "token_type_ids": torch.from_numpy(pad_sequences(flat("token_type_ids"), 0, length)),
             "attention_mask": (torch.arange(length)[None, :] < lengths[:, None]).long(),
         }
+        if "entity_ids" in rows[0]:  # a fused (knowledge=ernie) model's linked entities, -1 = none
+            batch["entity_ids"] = torch.from_numpy(pad_sequences(flat("entity_ids"), -1, length))
         if choices:
             batch = {key: value.view(len(rows), choices, length) for key, value in batch.items()}
         for key in ("labels", "start_positions", "end_positions"):

@@ -79,9 +79,9 @@ def finite(value: float | None) -> float:
 class FinetuneModule(pl.LightningModule):
     def __init__(self, model_config: ModelConfig, task: dict, lr: float, total_steps: int, eval_splits: list[EvalSplit],
                  metric, primary: str, optim: Mapping | None = None, fused_adamw: bool = False,
-                 head: torch.nn.Module | None = None):
+                 head: torch.nn.Module | None = None, backbone: torch.nn.Module | None = None):
         super().__init__()
-        self.model = TaskModel(model_config, task["kind"], int(task["num_labels"]), head)
+        self.model = TaskModel(model_config, task["kind"], int(task["num_labels"]), head, backbone)
         self.task, self.lr, self.total_steps = task, float(lr), int(total_steps)
         self.eval_splits, self.metric, self.primary = eval_splits, metric, primary
         self.optim, self.fused_adamw = dict(optim or {}), fused_adamw

@@ -16,6 +16,7 @@ ALBERT and ELECTRA report medians) gives the headline metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -38,6 +39,9 @@ from plmbench.data.features import (
     build_features,
     span_window,
 )
+from plmbench.data.entity_features import KINDS as ENTITY_KINDS
+from plmbench.data.entity_features import attach_entity_ids
+from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError, check_checkpoint_file, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
@@ -45,7 +49,7 @@ from plmbench.lit.graph_reasoning import NoReasoner, build_reasoning
 from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.models.config import ModelConfig
-from plmbench.models.knowledge_fusion import plain_backbone_state
+from plmbench.models.knowledge_fusion import KnowledgeBackbone, KnowledgeConfig, plain_backbone_state
 from plmbench.models.task_heads import HEADS
 from plmbench.numbers import FINETUNING, check_numbers
 
@@ -225,6 +229,19 @@ class Init:
     tokenizer: Tokenizer
     special: SpecialTokens
     hf_checkpoint: tuple | None = None  # (HF config, state dict), read once for every run of a grid
+    knowledge: dict | None = None  # a knowledge=ernie run's `knowledge` node: fine-tune the fused model on entities
+    entity_table: torch.Tensor | None = None  # that run's frozen (shuffled, for the control) TransE table
+
+    def backbone(self) -> torch.nn.Module | None:
+        """The fused backbone of a knowledge run (its table already in place; shuffled once, in pre-training);
+        None = the task model's plain one."""
+        if self.knowledge is None:
+            return None
+        fusion = dataclasses.replace(KnowledgeConfig.from_mapping(self.knowledge), shuffle=False)
+        return KnowledgeBackbone(self.config, fusion, self.entity_table)
+
+    def linking(self) -> LinkingSpec | None:
+        return LinkingSpec.from_knowledge(self.knowledge) if self.knowledge is not None else None
 
     def describe(self) -> dict:
         """The pre-training cell a result comes from: its path and lineage id (the sweep's cell id)."""
@@ -253,7 +270,8 @@ def _load_nothing(init: Init, model) -> None:
 def _load_pretrain_run(init: Init, model) -> None:
     state = load_weights_only(init.path / "checkpoints" / "last.ckpt")["state_dict"]
     backbone = {k.removeprefix("model.backbone."): v for k, v in state.items() if k.startswith("model.backbone.")}
-    backbone = plain_backbone_state(backbone)  # a knowledge=ernie run: its plain layers, fine-tuned without entities
+    if init.knowledge is None:  # a knowledge=ernie run on a task without entities: its plain layers (exact)
+        backbone = plain_backbone_state(backbone)
     if not backbone:
         raise FinetuneError(f"init={init.path}: checkpoints/last.ckpt holds no model.backbone.* weights")
     try:
@@ -307,7 +325,24 @@ def load_init(cfg: DictConfig) -> Init:
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise FinetuneError(f"init={path}: its tokenizer has {tokenizer.get_vocab_size()} tokens, more than the "
                             f"model's vocab_size={config.vocab_size}")
-    return Init(kind, path, config, tokenizer, special, checkpoint)
+    init = Init(kind, path, config, tokenizer, special, checkpoint)
+    if kind == "pretrain_run":
+        init.knowledge, init.entity_table = fused_run(path, str(cfg.task.kind))
+    return init
+
+
+def fused_run(path: Path, kind: str) -> tuple[dict | None, torch.Tensor | None]:
+    """(knowledge node, entity table) when the run at `path` was pre-trained with ERNIE-style fusion and the task
+    kind can carry entities (data/entity_features.py); (None, None) otherwise: the plain layers fine-tune alone."""
+    knowledge = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=False).get("knowledge") or {}
+    if not knowledge.get("enabled"):
+        return None, None
+    if kind not in ENTITY_KINDS:
+        log.info("init=%s is a knowledge-fusion run; task.kind=%s carries no entities, so its plain layers are "
+                 "fine-tuned", path, kind)
+        return None, None
+    state = load_weights_only(path / "checkpoints" / "last.ckpt")["state_dict"]
+    return knowledge, state["model.backbone.entity_table"]
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -334,7 +369,13 @@ def prepare_data(cfg: DictConfig, init: Init, data=None, reasoning: NoReasoner |
     task, reasoning = cfg.task, reasoning or NoReasoner()
     data = load_checked_task(cfg) if data is None else data
     train_rows = _cap(data["train"], cfg.get("max_train_examples"))
-    features = lambda rows: reasoning.attach(rows, build_features(rows, init.tokenizer, init.special, task))
+    linking = init.linking()
+
+    def features(rows):
+        built = build_features(rows, init.tokenizer, init.special, task)
+        if linking is not None:  # a fused model: the task's text linked to WordNet as in its pre-training
+            built = attach_entity_ids(rows, built, init.tokenizer, task, linking)
+        return reasoning.attach(rows, built)
     train = features(train_rows)
     splits = []
     for name in task.eval_splits:
@@ -398,7 +439,7 @@ def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metri
     module = FinetuneModule(init.config, OmegaConf.to_container(task, resolve=True), lr, total_steps, splits, metric,
                             primary, optim=OmegaConf.to_container(cfg.optim, resolve=True),
                             fused_adamw=bool(cfg.impl.get("fused_adamw")),
-                            head=reasoning.head(init.config, int(task.num_labels)))
+                            head=reasoning.head(init.config, int(task.num_labels)), backbone=init.backbone())
     init.load_weights(module.model)
     name = f"lr{lr:g}-seed{seed}"
     logger = build_logger(OmegaConf.to_container(cfg.logger, resolve=True), run_dir / "runs" / name,

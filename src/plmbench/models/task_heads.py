@@ -113,15 +113,17 @@ class TaskModel(nn.Module):
     Multiple-choice inputs arrive as (B, C, T) and run through the backbone as B*C independent sequences.
     Segment ids are passed only to a backbone with two segment types (RoBERTa has one, GPT-2 none).
     `head` replaces the kind's own head (a graph reasoner's, models/graph_reasoner.py); a head naming
-    `batch_keys` gets those batch entries as keyword arguments.
+    `batch_keys` gets those batch entries as keyword arguments. `backbone` replaces the plain one (a fused
+    models.knowledge_fusion.KnowledgeBackbone, which also takes the batch's `entity_ids`).
     """
 
-    def __init__(self, config: ModelConfig, kind: str, num_labels: int, head: nn.Module | None = None):
+    def __init__(self, config: ModelConfig, kind: str, num_labels: int, head: nn.Module | None = None,
+                 backbone: nn.Module | None = None):
         super().__init__()
         if kind not in HEADS:
             raise ValueError(f"task.kind={kind!r}: allowed values are {', '.join(HEADS)}")
         self.config = config
-        self.backbone = Backbone(config)
+        self.backbone = backbone if backbone is not None else Backbone(config)
         self.head = head if head is not None else HEADS[kind](config, num_labels)
         init_weights(self.head, config)  # N(0, init_std) as BERT initialises its classifiers
         self.uses_segments = config.type_vocab_size >= 2
@@ -130,7 +132,8 @@ class TaskModel(nn.Module):
         flat = lambda t: t.reshape(-1, t.shape[-1])  # (B, C, T) -> (B*C, T); (B, T) unchanged
         mask = flat(batch["attention_mask"])
         types = flat(batch["token_type_ids"]) if self.uses_segments else None
-        hidden = self.backbone(flat(batch["input_ids"]), mask, types)
+        entities = {"entity_ids": flat(batch["entity_ids"])} if "entity_ids" in batch else {}
+        hidden = self.backbone(flat(batch["input_ids"]), mask, types, **entities)
         logits = self.head(hidden, mask, **{key: batch[key] for key in getattr(self.head, "batch_keys", ())})
         out = {"logits": logits}
         if any(key in batch for key in ("labels", "start_positions")):
