@@ -3,8 +3,9 @@
 `reasoner=none` (NoReasoner) leaves fine-tuning as it was. `reasoner=rgcn` (GraphReasoning) grounds every
 (question, choice) pair in WordNet and stores its subgraph beside the features (data/subgraphs.py), batches the
 subgraphs with the inputs, and replaces the multiple-choice head by models/graph_reasoner.py's. The node features
-are a TransE table: `entity_table` (a torch.save'd (n_entities, 100) tensor, as knowledge.entity_table) or, when
-null, TransE trained on the whole WordNet graph with the `transe` settings, cached by content (models/transe_cache).
+are a TransE table: `entity_table: auto` is the one knowledge=ernie fuses (models/entity_table.py, cached by content),
+a path is a torch.save'd (n_entities, 100) tensor, and null trains TransE on the whole WordNet graph with the
+`transe` settings, cached by content too (models/transe_cache).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from plmbench.data.subgraphs import GRAPH_COLUMNS, GraphChoiceCollator, Subgraph
 from plmbench.data.tokenizer import SpecialTokens
 from plmbench.errors import UserError, load_weights_only
 from plmbench.models.config import ModelConfig
+from plmbench.models.entity_table import AUTO, build_entity_table
 from plmbench.models.graph_reasoner import GraphChoiceHead, ReasonerConfig
 from plmbench.models.transe import TransEConfig
 
@@ -86,6 +88,8 @@ class GraphReasoning(NoReasoner):
     @cached_property
     def entity_table(self) -> torch.Tensor:
         graph = self.extractor.linker.graph
+        if self.entity_table_path == AUTO:  # the fusion rows' table: one TransE build serves both systems
+            return load_weights_only(build_entity_table(self.wordnet_dir)).float()
         if self.entity_table_path is not None:
             table = load_weights_only(self.entity_table_path)
             if not isinstance(table, torch.Tensor) or table.shape[0] != len(graph.entities):

@@ -28,7 +28,8 @@ from plmbench.sweep.store import ResultsStore
 from plmbench.units import Cell, Unit, UnitKind, load_kinds
 
 log = logging.getLogger(__name__)
-AXES = ("recipe", "model", "embedding", "sharing", "objective", "size", "distill")  # recipe, distill: when chosen
+# A record's axes: the cell's choice of each of these groups (recipe and distill only when chosen).
+AXES = ("recipe", "model", "embedding", "sharing", "objective", "size", "distill", "knowledge")
 
 
 def is_first_rank() -> bool:

@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 from plmbench.tables.references import COLUMNS, ReferenceTable, load_experiment
-from plmbench.tables.wandb_table import latest_per_unit, record_groups, row_records, table_rows
+from plmbench.tables.wandb_table import latest_per_unit, pretrain_flops, record_groups, row_records, table_rows
 
 CURVE_METRICS = {"mlm_acc": "MLM accuracy", "nsp_acc": "NSP accuracy", "sop_acc": "SOP accuracy",
                  "rtd_acc": "RTD (discriminator) accuracy", "lm_acc": "LM (next-token) accuracy"}
@@ -112,24 +112,6 @@ def curves_figure(experiment: str, records: list[dict]):
 
 
 # ---- Score against compute -----------------------------------------------------------------------------------------
-
-def pretrain_flops(records: list[dict]) -> float | None:
-    """Pre-training FLOPs of the cell(s) behind these records: train FLOPs per token x tokens seen, the median over
-    cells when a row holds several; None when no record has both."""
-    per_cell = {}
-    for record in records:
-        # a fine-tuning record keeps its cell's costs under pretrain_costs; pre-training (and older) records on top
-        costs = record.get("pretrain_costs") or record
-        flops = costs.get("pretrain_flops")
-        if not flops:  # a record written before pretrain_flops: its counts, when the store kept them
-            per_token = (record.get("flops") or {}).get("train_flops_per_token")
-            flops = per_token * costs["tokens_seen"] if per_token and costs.get("tokens_seen") else None
-        if not flops and costs.get("tokens_seen") == 0:
-            flops = 0.0  # an untrained control cell (trainer.max_steps=0): drawn as a line, not a point
-        if flops is not None:
-            per_cell[(record.get("cell_id"), record.get("model"))] = float(flops)
-    return statistics.median(per_cell.values()) if per_cell else None
-
 
 def score_of(row: dict, table: ReferenceTable) -> tuple[float | None, str]:
     """(the row's score, what it is): the paper's Avg where the table has one, else the mean of the table's task

@@ -34,6 +34,7 @@ class Column:
 
 COLUMNS: dict[str, Column] = {
     "params": Column("Params (M)"),
+    "pretrain_pflops": Column("Pre-train PFLOPs"),  # train FLOPs per token x tokens seen, from the cell's records
     "mlm": Column("MLM", "pretrain", ("mlm_acc",), 100.0),
     "nsp": Column("NSP", "pretrain", ("nsp_acc",), 100.0),
     "sop": Column("SOP", "pretrain", ("sop_acc",), 100.0),
@@ -66,7 +67,7 @@ COLUMNS: dict[str, Column] = {
 GLUE_PARTS = ("cola", "sst2", "mrpc_f1", "stsb", "qqp", "mnli", "qnli", "rte")  # `glue`: the mean of those a table has
 # Columns computed from another column against the table's first row: (source column, reduction or share, in %)
 RELATIVE = {"params_saved": ("params", "reduction"), "glue_kept": ("glue", "share")}
-MODEL_COLUMNS = ("params", "shape", "params_saved", "throughput", "speedup")  # measured on the model, not on tasks
+MODEL_COLUMNS = ("params", "pretrain_pflops", "shape", "params_saved", "throughput", "speedup")  # measured on the model, not on tasks
 AVG_PARTS = ("squad_v1_f1", "squad_v1_em", "squad_v2_f1", "squad_v2_em", "mnli", "sst2", "race")
 AVG_TOLERANCE = 0.051  # the paper rounds to one decimal, so its Avg may differ from the formula by up to 0.05
 

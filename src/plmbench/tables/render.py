@@ -28,7 +28,8 @@ from plmbench.tables.wandb_table import (
 PROXY_NOTE = "on WordNet proxy tasks (stand-ins, not the real benchmarks)"
 LEGEND = ("Each cell: ours / paper (Δ = ours − paper). Ours = median over fine-tuning seeds, with mean ± sample std "
           "and the number of seeds n in brackets. Params: backbone parameters in millions (embeddings, E→H projection "
-          "when E ≠ H, encoder; no pooler or heads). Avg: the paper's formula, mean of SQuAD1.1 (F1+EM)/2, SQuAD2.0 "
+          "when E ≠ H, encoder; a fused backbone's entity layers, not its frozen entity table; no pooler or heads). "
+          "Pre-train PFLOPs: training FLOPs per token x tokens seen. Avg: the paper's formula, mean of SQuAD1.1 (F1+EM)/2, SQuAD2.0 "
           "(F1+EM)/2, MNLI, SST-2 and RACE, over our medians. MLM/NSP/SOP: pre-training accuracy in percent. "
           "`missing`: not run yet; `failed`: every seed failed (reason in the numbered note); "
           "Avg is failed/missing when one of its parts is.")
@@ -173,7 +174,7 @@ def cell_text(row: dict, column: str, notes: list[str]) -> str:
     """`ours / paper (Δ)`, or `ours (paper X)` where the two measure different things (proxy tasks); appends a
     numbered note to `notes` for each failure it mentions."""
     value, paper = row[column], row[column + "_paper"]
-    paper_text = "n/a" if paper is None else f"{paper:g}" if column == "params" else f"{paper:.1f}"
+    paper_text = "n/a" if paper is None else f"{paper:g}" if column in COUNT_COLUMNS else f"{paper:.1f}"
     compared = compares_with_paper(row["tasks"], column)
     marker = ""
     if column != "avg" and row.get(column + "_error"):  # Avg's parts carry their own notes
@@ -184,7 +185,7 @@ def cell_text(row: dict, column: str, notes: list[str]) -> str:
     if value in (MISSING, FAILED):
         ours = "missing" if value == MISSING else f"failed{marker}"
         return f"{ours} / {paper_text}" if compared else f"{ours} (paper {paper_text})"
-    ours = _params_text(value) if column == "params" else f"{value:.1f}"
+    ours = _params_text(value) if column in COUNT_COLUMNS else f"{value:.1f}"
     if COLUMNS[column].task is not None:  # a median over seeds; computed columns have no spread
         n = row[column + "_n"]
         spread = f"{row[column + '_mean']:.1f} ± {row[column + '_std']:.1f}, n={n}" if n > 1 else f"n={n}"
@@ -196,6 +197,9 @@ def cell_text(row: dict, column: str, notes: list[str]) -> str:
     if not compared:
         return f"{ours} (paper {paper_text})"
     return f"{ours} / {paper_text} ({row[column + '_delta']:+.1f})"
+
+
+COUNT_COLUMNS = ("params", "pretrain_pflops")  # model costs: 3 significant digits below 1 (smoke models are tiny)
 
 
 def _params_text(millions: float) -> str:
@@ -275,12 +279,12 @@ def _write_png(sections, path: Path) -> None:
 
 def _png_cell(row: dict, column: str) -> str:
     value, paper = row[column], row[column + "_paper"]
-    ours = value if isinstance(value, str) else (_params_text(value) if column == "params" else f"{value:.1f}")
+    ours = value if isinstance(value, str) else (_params_text(value) if column in COUNT_COLUMNS else f"{value:.1f}")
     if paper is None:
         return ours
     if not compares_with_paper(row["tasks"], column):
         return f"{ours} (paper {paper:.1f})"
-    return f"{ours} / {paper:g}" if column == "params" else f"{ours} / {paper:.1f}"
+    return f"{ours} / {paper:g}" if column in COUNT_COLUMNS else f"{ours} / {paper:.1f}"
 
 
 def _shade(row: dict, column: str) -> str:

@@ -52,13 +52,14 @@ def compares_with_paper(kind: str, column: str) -> bool:
 
 
 def latest_per_unit(records: list[dict]) -> list[dict]:
-    """The last record of each (cell, model, task, seed, shots, task source), in first-seen order: a rerun of a
-    unit, or of the same task and seed under new fine-tuning settings (another unit id), supersedes the earlier
-    record instead of counting as another seed. `model`: distillation's teacher and students share a cell."""
+    """The last record of each (cell, model, task, seed, shots, reasoner, task source), in first-seen order: a rerun
+    of a unit, or of the same task and seed under new fine-tuning settings (another unit id), supersedes the earlier
+    record instead of counting as another seed. `model`: distillation's teacher and students share a cell;
+    `reasoner`: a graph reasoner's unit and the plain fine-tuning unit of a task share it too."""
     latest: dict[object, dict] = {}
     for record in records:
         key = (record.get("cell_id"), record.get("model"), record.get("task"), record.get("seed"),
-               str(record.get("shots")), record.get("task_source"))
+               str(record.get("shots")), str(record.get("reasoner")), record.get("task_source"))
         latest.pop(key, None)
         latest[key] = record
     return list(latest.values())
@@ -77,9 +78,12 @@ def record_groups(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def _matches(record: dict, table: ReferenceTable, row: ReferenceRow) -> bool:
+    """A row's axis must be the record's; an option the record does not name is off, so `none` matches it. A fixed
+    axis the record lacks matches too, and a row's own value of an axis wins over the table's fixed one."""
     axes = record.get("axes") or {}
-    return (all(str(axes.get(k)) == v for k, v in row.axes.items())
-            and all(str(axes.get(k, v)) == v for k, v in table.fixed_axes.items()))
+    fixed = {k: v for k, v in table.fixed_axes.items() if k not in row.axes}
+    return (all(str(axes.get(k, "none" if v == "none" else None)) == v for k, v in row.axes.items())
+            and all(str(axes.get(k, v)) == v for k, v in fixed.items()))
 
 
 def row_records(records: list[dict], table: ReferenceTable, row: ReferenceRow) -> list[dict]:
@@ -131,14 +135,33 @@ def _column_cell(column: str, records: list[dict], paper: float) -> dict:
 
 
 def _params_cell(records: list[dict], paper: float) -> dict:
-    """Backbone parameters in millions, from any record of the cell (every task of a cell shares its backbone)."""
-    counts = [r["params"]["backbone_params"] for r in records
+    """Backbone parameters in millions, from any record of the cell (every task of a cell shares its backbone); a
+    knowledge-fusion backbone's entity parts (aggregator entity attention and fusion layers) count too."""
+    counts = [r["params"]["backbone_params"] + (r["params"].get("knowledge_params") or 0) for r in records
               if isinstance(r.get("params"), dict) and r["params"].get("backbone_params") is not None]
     cell = _stat_cell([statistics.median(counts) / 1e6] if counts else [], [], paper)
     if not counts and any(r.get("status") == "failed" for r in records):
         cell.update({"": FAILED, "_error": "no parameter count: every record of this cell failed"})
     cell.update({"_mean": None, "_std": None, "_n": None})  # one model per cell: nothing to average
     return cell
+
+
+def pretrain_flops(records: list[dict]) -> float | None:
+    """Pre-training FLOPs of the cell(s) behind these records: train FLOPs per token x tokens seen, the median over
+    cells when a row holds several; None when no record has both."""
+    per_cell = {}
+    for record in records:
+        # a fine-tuning record keeps its cell's costs under pretrain_costs; pre-training (and older) records on top
+        costs = record.get("pretrain_costs") or record
+        flops = costs.get("pretrain_flops")
+        if not flops:  # a record written before pretrain_flops: its counts, when the store kept them
+            per_token = (record.get("flops") or {}).get("train_flops_per_token")
+            flops = per_token * costs["tokens_seen"] if per_token and costs.get("tokens_seen") else None
+        if not flops and costs.get("tokens_seen") == 0:
+            flops = 0.0  # an untrained control cell (trainer.max_steps=0): drawn as a line, not a point
+        if flops is not None:
+            per_cell[(record.get("cell_id"), record.get("model"))] = float(flops)
+    return statistics.median(per_cell.values()) if per_cell else None
 
 
 def _average_cell(row: dict, paper: float) -> dict:
@@ -210,6 +233,10 @@ def table_rows(experiment: str, records: list[dict], tables: list[ReferenceTable
                         cell = _params_cell(mine, ref.values[column])
                     elif column == "shape":
                         cell = _shape_cell(mine)
+                    elif column == "pretrain_pflops":
+                        flops = pretrain_flops(mine)
+                        cell = _stat_cell([] if flops is None else [flops / 1e15], [], ref.values[column])
+                        cell.update({"_mean": None, "_std": None, "_n": None})
                     elif column == "avg":
                         cell = _average_cell(row, ref.values[column])
                     elif column == "glue":

@@ -59,11 +59,12 @@ class UnitKind:
         raise NotImplementedError
 
 
-def finetune_config(cell: Cell, task: str, seed: int, init: Path | None = None) -> DictConfig:
-    """The `finetune` config of one task x seed on the cell (or on `init`), with the sweep's fine-tuning settings."""
+def finetune_config(cell: Cell, task: str, seed: int, init: Path | None = None, extra: list[str] = ()) -> DictConfig:
+    """The `finetune` config of one task x seed on the cell (or on `init`), with the sweep's fine-tuning settings
+    and a kind's own `extra` overrides."""
     kept = [o for o in cell.overrides if not o.lstrip("+~").startswith(("sweep.", "hydra."))]  # not finetune keys
     overrides = kept + [f"task={task}", f"init={init or cell.dir}", f"seeds=[{seed}]"]
-    overrides += list(cell.cfg.sweep.get("finetune_overrides") or [])
+    overrides += list(cell.cfg.sweep.get("finetune_overrides") or []) + list(extra)
     if cell.cfg.sweep.get("task_source"):
         overrides.append(f"task.source={cell.cfg.sweep.task_source}")
     return compose("finetune", overrides)
