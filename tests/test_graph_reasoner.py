@@ -127,3 +127,20 @@ def test_the_reasoner_option_composes_and_refuses_what_cannot_work():
         build_reasoning(compose("finetune", ["task=csqa", "reasoner=rgcn", "reasoner.max_nodes=0"]))
     with pytest.raises(ReasonerError, match=r"reasoner.transe.epoch: not a TransE setting"):
         build_reasoning(compose("finetune", ["task=csqa", "reasoner=rgcn", "+reasoner.transe.epoch=2"]))
+
+
+def test_graph_reasoner_units_are_the_multiple_choice_tasks_of_cells_without_fusion(tmp_path):
+    from plmbench.configuration import compose
+    from plmbench.units import Cell, sweep_seeds
+    from plmbench.units.graph_reasoner import GraphReasonerUnits
+
+    kind = GraphReasonerUnits("rgcn")
+    kind.name = "graph_reasoner"
+    plain = compose("pretrain", ["experiment=knowledge", "scale=smoke"])
+    units = kind.units(Cell(plain, "cell", tmp_path, ("experiment=knowledge", "scale=smoke")))
+    assert [(u.task, u.seed) for u in units] == [("csqa", seed) for seed in sweep_seeds(plain)]  # not SST-2, probe
+    assert all(u.axes == {"reasoner": "rgcn"} for u in units)
+    fused = compose("pretrain", ["experiment=knowledge", "scale=smoke", "knowledge=ernie"])
+    assert kind.units(Cell(fused, "fused", tmp_path)) == []
+    unit_cfg = kind.config(units[0], Cell(plain, "cell", tmp_path, ("experiment=knowledge", "scale=smoke")))
+    assert unit_cfg.reasoner._target_.endswith("GraphReasoning") and unit_cfg.task.name == "csqa"

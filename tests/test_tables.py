@@ -332,3 +332,30 @@ def test_section_title_names_the_scales_own_embedding_sizes():
     title = section_title(table, "cpu", "proxy", {128}, _embedding_sizes(records, "cpu"))
     assert "E=768 means E = 128, E=128 means E = 64 (H = 128)" in title and "H/6" not in title
     assert "H/6" in section_title(table, "smoke", "proxy", {64}, {})
+
+
+def knowledge_record(knowledge: str, task: str, seed: int, accuracy: float, reasoner: str | None = None) -> dict:
+    axes = {"model": "bert", "knowledge": knowledge, **({"reasoner": reasoner} if reasoner else {})}
+    return {"experiment": "knowledge", "scale": "cpu", "cell_id": f"cell-{knowledge}", "unit_id": f"{knowledge}-"
+            f"{task}-{seed}-{reasoner}", "task": task, "task_source": "local", "seed": seed, "status": "ok",
+            "axes": axes, "metrics": {"accuracy": accuracy}, **({"reasoner": reasoner} if reasoner else {}),
+            "params": {"backbone_params": 1_000_000, "knowledge_params": 250_000 if knowledge != "none" else 0},
+            "pretrain_costs": {"tokens_seen": 1000, "pretrain_flops": 2e15}}
+
+
+def test_knowledge_tables_keep_reasoner_runs_apart_and_count_entity_layers():
+    # The graph reasoner's CSQA units share the no-knowledge cell, task and seeds with its plain fine-tuning units.
+    records = [knowledge_record("none", "csqa", s, 0.20 + 0.01 * s) for s in range(3)]
+    records += [knowledge_record("none", "csqa", s, 0.30 + 0.01 * s, reasoner="rgcn") for s in range(3)]
+    records += [knowledge_record(k, "supersense", s, {"none": 0.3, "ernie": 0.4}[k]) for k in ("none", "ernie")
+                for s in range(3)]
+    rows = {(r["section"], r["row"]): r for r in table_rows("knowledge", records)}
+    fusion = {label: row for (section, label), row in rows.items() if section == "knowledge_fusion"}
+    reasoning = {label: row for (section, label), row in rows.items() if section == "knowledge_reasoner"}
+    assert fusion["No knowledge"]["csqa"] == pytest.approx(21.0) and fusion["No knowledge"]["csqa_n"] == 3
+    assert reasoning["LM alone (task head)"]["csqa"] == pytest.approx(21.0)
+    assert reasoning["LM + graph reasoner (R-GCN, KagNet/QA-GNN style)"]["csqa"] == pytest.approx(31.0)
+    assert fusion["ERNIE-style (TransE)"]["supersense"] == pytest.approx(40.0)
+    assert fusion["ERNIE-style (TransE)"]["params"] == pytest.approx(1.25)  # the entity layers count
+    assert fusion["No knowledge"]["params"] == pytest.approx(1.0)
+    assert fusion["No knowledge"]["pretrain_pflops"] == pytest.approx(2.0)
