@@ -206,7 +206,7 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
     """General distillation of `cfg.distill.teacher` into a new student in `run_dir` (resumed from its last.ckpt);
     returns metrics.json: first/last loss, held-out loss terms and MLM accuracies, student and teacher sizes."""
     from plmbench.lit.loggers import build_logger, finished, log_final, save_config, stable_run_id
-    from plmbench.lit.pretraining import build_trainer, fit_resumable
+    from plmbench.lit.pretraining import fit_resumable, pretraining_trainer
 
     settings = distill_settings(cfg)
     run_dir = Path(run_dir)
@@ -237,7 +237,7 @@ def run_distillation(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = 
                           run_config, group=meta.get("group"), job_type="distill", tags=meta.get("tags"),
                           run_id=meta.get("id") or stable_run_id(run_dir))  # a relaunch continues this W&B run
     with finished(logger):  # the W&B run ends whatever happens: failed (exit code 1) if training raised
-        trainer = build_trainer(data_cfg, run_dir, [metrics], logger)
+        trainer = pretraining_trainer(data_cfg, run_dir, [metrics], logger)
         fit_resumable(trainer, module, data, data_cfg, run_dir, metrics)  # weights_only; SIGTERM: saved
         log_final(logger, json.loads((run_dir / "metrics.json").read_text()))
     return json.loads((run_dir / "metrics.json").read_text())

@@ -46,8 +46,9 @@ from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError, check_checkpoint_file, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
 from plmbench.lit.graph_reasoning import NoReasoner, build_reasoning
-from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config
+from plmbench.lit.loggers import build_logger, finished, log_final, save_config
 from plmbench.lit.run_metrics import write_json_atomic
+from plmbench.lit.trainer import build_trainer
 from plmbench.models.config import ModelConfig
 from plmbench.models.knowledge_fusion import KnowledgeBackbone, KnowledgeConfig, plain_backbone_state
 from plmbench.models.task_heads import HEADS
@@ -398,16 +399,9 @@ def task_loader(features, collate, batch_size: int, shuffle: bool, seed: int, wo
 
 
 def task_trainer(cfg: DictConfig, epochs: int, logger, log_every: int, run_dir: Path) -> pl.Trainer:
-    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
-
-    bar = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}.get(cfg.trainer.get("progress_bar", "rich"))
     # One device: evaluation gathers every logit of a split in one process to score it with the task's metric.
-    return pl.Trainer(max_epochs=epochs, accelerator=cfg.trainer.accelerator, devices=1,
-                      precision=cfg.impl.precision, gradient_clip_val=cfg.trainer.gradient_clip_val,
-                      logger=logger, callbacks=[*([bar()] if bar else []), *lr_monitor(logger)],
-                      enable_progress_bar=bar is not None,
-                      enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
-                      log_every_n_steps=log_every, default_root_dir=str(run_dir))
+    return build_trainer(cfg, run_dir, logger, max_epochs=epochs, devices=1, num_nodes=1, strategy="auto",
+                         enable_checkpointing=False, log_every_n_steps=log_every)
 
 
 def fit_task(cfg: DictConfig, module: pl.LightningModule, train_loader, eval_loaders, epochs: int, logger,

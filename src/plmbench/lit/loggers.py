@@ -126,13 +126,6 @@ def finish_run(logger, exit_code: int = 0) -> None:
         log.warning("could not close the W&B run: %s", error)
 
 
-def lr_monitor(logger) -> list:
-    """The learning rate of every step in the run's logs (a LearningRateMonitor refuses a Trainer without logger)."""
-    from pytorch_lightning.callbacks import LearningRateMonitor
-
-    return [LearningRateMonitor(logging_interval="step")] if logger else []
-
-
 def log_final(logger, metrics: dict, prefix: str = "final") -> None:
     """A unit's final numbers (its metrics.json's), flattened as `final/<key>`, so that every run shows its result
     in W&B whether or not its unit logged during training."""

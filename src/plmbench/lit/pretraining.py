@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from plmbench import termination
 from plmbench.errors import UnsafeCheckpointError, UserError, refusal
 from plmbench.lineage import cell_spec
-from plmbench.lit.loggers import build_logger, finished, log_final, lr_monitor, save_config, stable_run_id
+from plmbench.lit.loggers import build_logger, finished, log_final, save_config, stable_run_id
 from plmbench.lit.machine import check_machine
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.numbers import PRETRAINING, check_numbers
@@ -142,26 +142,20 @@ def run_in_worker(cfg: DictConfig, run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
-    # Lightning is imported here, not at the top: a config error must not wait seconds for its import.
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
-
+def pretraining_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger):
+    """The Trainer of a pre-training or distillation run: a step budget, validation every so many steps, and the
+    checkpoint a relaunch resumes (written atomically, every trainer.checkpoint_every_n_steps)."""
     from plmbench.lit.checkpoints import AtomicCheckpointIO, LastCheckpoint
+    from plmbench.lit.trainer import build_trainer
 
     t = cfg.trainer
     checkpoints = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", int(t.checkpoint_every_n_steps))
-    bar = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}.get(t.get("progress_bar", "rich"))
-    return pl.Trainer(
+    return build_trainer(
+        cfg, run_dir, logger, [*callbacks, checkpoints],
         max_steps=int(t.max_steps), accumulate_grad_batches=int(t.accumulate_grad_batches),
         val_check_interval=int(t.val_check_interval) * int(t.accumulate_grad_batches),
-        check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
-        gradient_clip_val=t.gradient_clip_val, accelerator=t.accelerator, devices=t.devices,
-        num_nodes=t.num_nodes, strategy=t.strategy, precision=cfg.impl.precision,
-        log_every_n_steps=int(t.log_every_n_steps), logger=logger, default_root_dir=str(run_dir),
-        callbacks=[*callbacks, checkpoints, *([bar()] if bar else []), *lr_monitor(logger)],
-        enable_progress_bar=bar is not None,
-        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_model_summary=False)
+        check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches,
+        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
 
 
 def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = None, in_worker: bool = False) -> dict:
@@ -205,7 +199,7 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     with finished(logger):  # the W&B run ends whatever happens: failed (exit code 1) if training raised
         metrics = RunMetrics(run_dir / "metrics.json", extra={"vocab_size": data.vocab_size,
                                                               "instances": len(data.train), "data_stats": data.stats})
-        trainer = build_trainer(cfg, run_dir, [metrics], logger)
+        trainer = pretraining_trainer(cfg, run_dir, [metrics], logger)
         last = run_dir / "checkpoints" / "last.ckpt"
         if last.exists():
             log.info("resuming from %s", last)
