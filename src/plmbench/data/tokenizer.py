@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ BYTEBPE_SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>",
 ALGORITHMS = ("wordpiece", "bytebpe")
 MIN_VOCAB = {"wordpiece": 100, "bytebpe": 256 + len(BYTEBPE_SPECIALS)}  # bytebpe needs the 256 byte symbols
 BPE_WORD_MARK = "Ġ"  # what ByteLevel puts in front of a piece that follows a space
+PROGRESS = sys.stderr.isatty()  # the trainer's bar on a terminal only: in a log file it is one line per update
 MODEL_TYPES = ("bert", "albert", "electra", "roberta", "gpt", "gpt2", "elmo")
 
 
@@ -139,7 +141,7 @@ def _untrained(algorithm: str, vocab_size: int, lowercase: bool) -> tuple[Tokeni
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece(prefix="##")
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, continuing_subword_prefix="##",
-                                            special_tokens=list(WORDPIECE_SPECIALS.values()), show_progress=False)
+                                            special_tokens=list(WORDPIECE_SPECIALS.values()), show_progress=PROGRESS)
         return tokenizer, trainer
     tokenizer = Tokenizer(models.BPE())  # byte-level: every string is representable, so no unk in the model
     if lowercase:
@@ -148,7 +150,7 @@ def _untrained(algorithm: str, vocab_size: int, lowercase: bool) -> tuple[Tokeni
     tokenizer.decoder = decoders.ByteLevel()
     # RoBERTa's <mask> swallows the space before it, so "a <mask>." masks the word " x" as one piece.
     specials = [AddedToken(t, lstrip=t == BYTEBPE_SPECIALS["mask"], special=True) for t in BYTEBPE_SPECIALS.values()]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=PROGRESS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     return tokenizer, trainer
 

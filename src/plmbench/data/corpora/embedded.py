@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from itertools import groupby, islice
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from plmbench import paths
 from plmbench.data.corpora import CorpusConfigError, check_keys, content_fingerprint
 from plmbench.data.corpora.austen import austen_documents
@@ -111,7 +113,8 @@ def _write_corpus(path: Path) -> tuple[dict[str, dict[str, int]], str]:
     with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as stream:
         try:
             for name, source in SOURCES.items():
-                for doc_id, sentences in source.documents():
+                # A bar on a terminal (tqdm's disable=None), silent in logs: the build takes a minute or two.
+                for doc_id, sentences in tqdm(source.documents(), desc=f"corpus: {name}", unit=" docs", disable=None):
                     if not sentences:
                         continue
                     line = json.dumps({"id": doc_id, "source": name, "sentences": sentences}, ensure_ascii=False)
