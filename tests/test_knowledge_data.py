@@ -12,11 +12,11 @@ import torch
 from omegaconf import OmegaConf
 
 from plmbench.configuration import compose
+from plmbench.data.entity_features import layout
 from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.instances import INSTANCES_VERSION, build_instances
 from plmbench.data.knowledge_graph import load_graph
 from plmbench.data.tokenizer import get_tokenizer, tokenizer_fingerprint
-from plmbench.data.entity_features import layout
 from plmbench.lit.finetuning import load_init, prepare_data, run_finetuning
 from plmbench.lit.pretraining import run_pretraining
 from plmbench.models.backbone import Backbone
@@ -185,7 +185,7 @@ def test_short_ernie_pretraining_scores_entities(wordnet_root, corpus_path, cach
                                 f"init={cache / 'run'}", "logger=none", "trainer.progress_bar=null", "epochs=1",
                                 "task.batch_size=8"])
     init = load_init(tune)
-    train, splits, _ = prepare_data(tune, init)
+    train, _, _ = prepare_data(tune, init)
     assert isinstance(init.backbone(), KnowledgeBackbone)
     assert torch.equal(init.entity_table, state["model.backbone.entity_table"])
     vocab, graph = {i: t for t, i in init.tokenizer.get_vocab().items()}, load_graph(wordnet_root)

@@ -18,7 +18,13 @@ import textwrap
 from pathlib import Path
 
 from plmbench.tables.references import COLUMNS, ReferenceTable, load_experiment
-from plmbench.tables.wandb_table import latest_per_unit, pretrain_flops, record_groups, row_records, table_rows
+from plmbench.tables.wandb_table import (
+    latest_per_unit,
+    pretrain_flops,
+    record_groups,
+    row_records,
+    table_rows,
+)
 
 CURVE_METRICS = {"mlm_acc": "MLM accuracy", "nsp_acc": "NSP accuracy", "sop_acc": "SOP accuracy",
                  "rtd_acc": "RTD (discriminator) accuracy", "lm_acc": "LM (next-token) accuracy"}
