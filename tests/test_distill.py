@@ -398,7 +398,7 @@ def test_throughput_and_table(tmp_path):
     written = render_tables("distillation", records, tmp_path)
     text = written["md"].read_text()
     row = next(line for line in text.splitlines() if line.startswith("| DistilBERT |"))
-    assert "| L4/H64/A4 | 0.6 / 66 (-65.4) | 40.0 / 40.0 (+0.0) | 190.0 (n=1) | 1.9 (n=1) / 1.6 (+0.3) |" in row, row
+    assert "| L4/H64/A4 | 0.6 (paper 66) | 40.0 / 40.0 (+0.0) | 190.0 (n=1) | 1.9 (n=1) / 1.6 (+0.3) |" in row, row
     assert row.endswith("| 67.9 | 97.0 (paper 97.0) |"), row  # (78 + 57.8) / 2 = 67.9 of the teacher's 70
     assert "failed" in text and "ValueError: boom" in text
     assert written["csv"].read_text().count("\n") == 4 and written["png"].stat().st_size > 0

@@ -249,7 +249,10 @@ def test_proxy_cells_show_the_paper_as_a_reference_without_delta(tmp_path):
     assert proxy_cells[2] == f"{ours:.1f} (n=1) (paper 88.6)"
     assert real_cells[2] == f"{real['squad_v1_f1']:.1f} (n=1) / 88.6 ({real['squad_v1_f1'] - 88.6:+.1f})"
     assert "/" not in proxy_cells[-1] and proxy_cells[-1].endswith("(paper 79.8)")  # Avg
-    assert proxy_cells[1].startswith("1.0 / 31")  # params: still compared
+    # Params below the paper's scale: the paper's count is a reference (a smoke model is small by design)
+    assert real_cells[1] == proxy_cells[1] == "1.0 (paper 31)" and real["params_delta"] is None
+    paper_scale = table_rows("albert", make_records(1, scale="paper", source="local"))[0]
+    assert paper_scale["params_delta"] == pytest.approx(paper_scale["params"] - 31)  # at its scale, compared
     assert md.count("Proxy tasks: a task or Avg cell reads") == 2  # the two proxy sections' legends
 
 

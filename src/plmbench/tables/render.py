@@ -29,7 +29,8 @@ PROXY_NOTE = "on WordNet proxy tasks (stand-ins, not the real benchmarks)"
 LEGEND = ("Each cell: ours / paper (Δ = ours − paper). Ours = median over fine-tuning seeds, with mean ± sample std "
           "and the number of seeds n in brackets. Params: backbone parameters in millions (embeddings, E→H projection "
           "when E ≠ H, encoder; a fused backbone's entity layers, not its frozen entity table; no pooler or heads). "
-          "Pre-train PFLOPs: training FLOPs per token x tokens seen. Avg: the paper's formula, mean of SQuAD1.1 (F1+EM)/2, SQuAD2.0 "
+          "Pre-train PFLOPs: training FLOPs per token x tokens seen. Below the paper's scale a size (Params, PFLOPs, Seq/s) "
+          "reads `ours (paper X)`: smaller by design, so no Δ. Avg: the paper's formula, mean of SQuAD1.1 (F1+EM)/2, SQuAD2.0 "
           "(F1+EM)/2, MNLI, SST-2 and RACE, over our medians. MLM/NSP/SOP: pre-training accuracy in percent. "
           "`missing`: not run yet; `failed`: every seed failed (reason in the numbered note); "
           "Avg is failed/missing when one of its parts is.")
@@ -175,7 +176,7 @@ def cell_text(row: dict, column: str, notes: list[str]) -> str:
     numbered note to `notes` for each failure it mentions."""
     value, paper = row[column], row[column + "_paper"]
     paper_text = "n/a" if paper is None else f"{paper:g}" if column in COUNT_COLUMNS else f"{paper:.1f}"
-    compared = compares_with_paper(row["tasks"], column)
+    compared = compares_with_paper(row["tasks"], column, row["scale"])
     marker = ""
     if column != "avg" and row.get(column + "_error"):  # Avg's parts carry their own notes
         notes.append(f"[{len(notes) + 1}] {row['row']}, {COLUMNS[column].header}: {row[column + '_error']}")
@@ -282,8 +283,8 @@ def _png_cell(row: dict, column: str) -> str:
     ours = value if isinstance(value, str) else (_params_text(value) if column in COUNT_COLUMNS else f"{value:.1f}")
     if paper is None:
         return ours
-    if not compares_with_paper(row["tasks"], column):
-        return f"{ours} (paper {paper:.1f})"
+    if not compares_with_paper(row["tasks"], column, row["scale"]):
+        return f"{ours} (paper {paper:g})" if column in COUNT_COLUMNS else f"{ours} (paper {paper:.1f})"
     return f"{ours} / {paper:g}" if column in COUNT_COLUMNS else f"{ours} / {paper:.1f}"
 
 

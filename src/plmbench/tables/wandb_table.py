@@ -45,9 +45,15 @@ def task_kind(record: dict) -> str:
     return "proxy" if record.get("task_source") == "proxy" else "real"
 
 
-def compares_with_paper(kind: str, column: str) -> bool:
-    """Whether `ours - paper` means something: always on real tasks; on proxy tasks only for the columns that are
-    not measured on the tasks (parameters, pre-training accuracies)."""
+SIZE_COLUMNS = ("params", "pretrain_pflops", "throughput")  # absolute sizes: a smaller scale is smaller by design
+
+
+def compares_with_paper(kind: str, column: str, scale: str = "paper") -> bool:
+    """Whether `ours - paper` means something: on real tasks always; on proxy tasks only for the columns that are
+    not measured on the tasks (parameters, pre-training accuracies); for absolute sizes only at the paper's scale
+    (a 0.7M-parameter smoke model is not 107M parameters short of BERT-base: the paper's value is a reference)."""
+    if column in SIZE_COLUMNS and scale not in ("paper", "none"):  # none: no results yet, the paper's table
+        return False
     return kind != "proxy" or column in MODEL_COLUMNS or COLUMNS[column].task == "pretrain"
 
 
@@ -204,7 +210,7 @@ def _relative(rows: list[dict], column: str) -> None:
         if isinstance(ours, float) and isinstance(reference, float) and reference:
             share = 100.0 * ours / reference
             cell[""] = 100.0 - share if how == "reduction" else share
-            if cell["_paper"] is not None and compares_with_paper(row["tasks"], column):
+            if cell["_paper"] is not None and compares_with_paper(row["tasks"], column, row["scale"]):
                 cell["_delta"] = cell[""] - cell["_paper"]
         else:
             cell[""] = ours if ours in (FAILED, MISSING) else MISSING
@@ -243,7 +249,7 @@ def table_rows(experiment: str, records: list[dict], tables: list[ReferenceTable
                         cell = _glue_cell(row, table.columns, ref.values[column])
                     else:
                         cell = _column_cell(column, mine, ref.values[column])
-                    if not compares_with_paper(kind, column):
+                    if not compares_with_paper(kind, column, scale):
                         cell = {**cell, "_delta": None}
                     row.update({column + suffix: cell[suffix] for suffix in STAT_SUFFIXES})
                 section.append(row)
