@@ -46,3 +46,11 @@ def test_existing_unit_and_student_ids_are_unchanged():
                      "184b54814d1f7341": {"51ac34a750bd6a1f", "cd23c9b4959f5964"}}
     _, _, distillation, _ = sweep.plan(["experiment=distillation", "scale=smoke"])
     assert set(distillation) == {"47f71efcb5651a5d", "7af0745c54cc145c", "f489480f6533811c"}  # a teacher, students
+
+
+@pytest.mark.parametrize("own", ["optim._target_=torch.optim.Adam",
+                                 "+optim.scheduler.num_cycles=0.5",
+                                 "optim.scheduler._target_=transformers.get_cosine_schedule_with_warmup"])
+def test_a_users_own_optimiser_or_schedule_is_a_new_cell(own):
+    """Naming conf/optim's implementations by `_target_` kept the ids; naming another changes the weights."""
+    assert cell_id(compose("pretrain", BASE)) != cell_id(compose("pretrain", [*BASE, own]))

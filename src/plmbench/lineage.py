@@ -16,6 +16,8 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from plmbench.optim import identity as optim_identity
+
 LINEAGE_VERSION = 2  # bump when training code changes what a config produces, so old cells are not reused
 WEIGHT_TRAINER_KEYS = ("max_steps", "batch_size", "accumulate_grad_batches", "gradient_clip_val", "devices",
                        "num_nodes")
@@ -37,7 +39,7 @@ def cell_spec(cfg: DictConfig) -> dict:
         "objective": _plain(cfg.objective),
         "corpus": _plain(cfg.corpus),
         "data": _plain(cfg.data),
-        "optim": _plain(cfg.optim),
+        "optim": optim_identity(_plain(cfg.optim)),
         "trainer": {k: trainer.get(k) for k in WEIGHT_TRAINER_KEYS},
         "seed": int(cfg.seed),
         # bf16-mixed and 32-true train different weights: a GPU bf16 cell is not a CPU fp32 cell
@@ -56,7 +58,7 @@ def cell_id(cfg: DictConfig) -> str:
     # the teacher's directory and the task-stage settings do not change the student's general-distillation weights
     settings = {k: v for k, v in _plain(distill).items() if k not in ("teacher", "task")}
     return digest({"version": LINEAGE_VERSION, "teacher": teacher_id(cfg), "distill": settings, "seed": int(cfg.seed),
-                   "optim": _plain(cfg.optim)})
+                   "optim": optim_identity(_plain(cfg.optim))})
 
 
 def teacher_id(cfg: DictConfig) -> str:

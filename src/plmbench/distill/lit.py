@@ -23,7 +23,7 @@ from plmbench.distill.losses import TinyBertLoss
 from plmbench.lit.finetune_module import FinetuneModule
 from plmbench.lit.pretrain_module import rng_state, set_rng_state
 from plmbench.models.task_heads import TaskModel
-from plmbench.optim import build_optimizer, warmup_linear_decay
+from plmbench.optim import build_optimizer, build_scheduler
 
 TEACHER_PREFIX = "teacher."
 
@@ -55,7 +55,7 @@ def _trainable(module: nn.Module, loss: nn.Module, settings: dict, fused: bool, 
     optimizer = build_optimizer(nn.ModuleDict({"student": module, "loss": loss}), settings,
                                 fused=fused and torch.cuda.is_available())
     return {"optimizer": optimizer,
-            "lr_scheduler": {"scheduler": warmup_linear_decay(optimizer, warmup, total), "interval": "step"}}
+            "lr_scheduler": {"scheduler": build_scheduler(optimizer, settings, warmup, total), "interval": "step"}}
 
 
 # ------------------------------------------------------------------------------------------ general

@@ -17,7 +17,7 @@ from plmbench.data.span_decoding import decode_spans, score_with_best_threshold
 from plmbench.data.tagging_decoding import score_tagging
 from plmbench.models.config import ModelConfig
 from plmbench.models.task_heads import TaskModel
-from plmbench.optim import build_optimizer, warmup_linear_decay
+from plmbench.optim import build_optimizer, build_scheduler
 
 NULL_ANSWER_METRICS = frozenset({"squad_v2"})  # span tasks whose questions may have no answer
 TARGET_KEYS = frozenset({"labels", "start_positions", "end_positions"})  # what evaluation must not feed the model
@@ -132,5 +132,5 @@ class FinetuneModule(pl.LightningModule):
                     "eps": float(self.optim.get("eps", 1e-6)), "betas": tuple(self.optim.get("betas", (0.9, 0.999)))}
         optimizer = build_optimizer(self.model, settings, fused=self.fused_adamw and torch.cuda.is_available())
         warmup = round(float(self.task.get("warmup_ratio", 0.0)) * self.total_steps)
-        schedule = warmup_linear_decay(optimizer, warmup, self.total_steps)
+        schedule = build_scheduler(optimizer, settings, warmup, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -10,7 +10,7 @@ import torch
 
 from plmbench.models.config import ModelConfig
 from plmbench.objectives import build_objective
-from plmbench.optim import build_optimizer, warmup_linear_decay
+from plmbench.optim import build_optimizer, build_scheduler
 
 COUNTERS = ("mlm", "sentence", "disc", "lm", "dea")  # each objective returns <name>_correct and <name>_count
 
@@ -91,7 +91,7 @@ class PretrainModule(pl.LightningModule):
         fused = bool(self.impl.get("fused_adamw")) and torch.cuda.is_available()
         optimizer = build_optimizer(self.model, self.optim, fused=fused)
         warmup = int(self.optim.get("warmup_steps") or round(self.optim.get("warmup_ratio", 0.0) * self.total_steps))
-        schedule = warmup_linear_decay(optimizer, warmup, self.total_steps)
+        schedule = build_scheduler(optimizer, self.optim, warmup, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # Resuming must continue the same stream of random numbers (dropout, generator sampling) and token count.
