@@ -1,6 +1,8 @@
-"""Experiment loggers: W&B (offline by default, online when the user has credentials and asks), CSV, or none.
+"""Experiment loggers: W&B (offline by default, online when the user has credentials and asks), CSV, none, or a
+user's own, named by the logger config's `_target_` (conf/logger/).
 
-A W&B failure never fails a run: if the logger cannot be created, the run falls back to CSV and says why.
+A logger that cannot start never fails a run: the run falls back to CSV and says why (a `_target_` that does
+not import is a config error, one line).
 
 Every W&B run is finished whatever happens to its unit (`finished`): Lightning leaves the run of a failed fit
 open, and the next WandbLogger of the process would attach to it, putting the next unit's metrics in the failed
@@ -11,6 +13,7 @@ run. A run that is resumed from its checkpoint (a pre-training cell, a distilled
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import math
 import os
@@ -24,32 +27,68 @@ from plmbench.safety import drop_secrets, wandb_settings  # W&B keys never reach
 log = logging.getLogger(__name__)
 
 
+# What logger.kind built before configs named their `_target_` (a run's older config.yaml, a hand-made dict).
+FACTORIES = {"wandb": "plmbench.lit.loggers.wandb_logger", "csv": "plmbench.lit.loggers.csv_logger",
+             "none": "plmbench.lit.loggers.no_logger"}
+
+
 def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group: str | None = None,
                  job_type: str | None = None, tags: list[str] | None = None, run_id: str | None = None):
+    """The run's logger (False for none): logger_cfg's `_target_`, called with the node's keys but `kind` (a label
+    that `plmbench sweep` reads) and, of the run's facts (save_dir: the run directory, name, config, group, job_type,
+    tags, run_id), those its signature names; so a Lightning logger class fits as it is."""
+    from hydra.utils import get_object
+
     kind = logger_cfg.get("kind", "none")
-    if kind == "none":
-        return False
-    if kind == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
-    if kind != "wandb":
-        raise ValueError(f"logger.kind={kind!r}: allowed values are wandb, csv, none")
+    target = logger_cfg.get("_target_") or FACTORIES.get(kind)
+    if target is None:
+        raise ValueError(f"logger.kind={kind!r}: allowed values are {', '.join(FACTORIES)}, or give logger._target_")
+    try:
+        factory = get_object(target)
+    except Exception as error:  # noqa: BLE001 - hydra says ImportError, or ValueError for an empty name
+        raise ValueError(f"logger._target_={target!r}: cannot be imported ({' '.join(str(error).split())[:200]})") \
+            from None
+    facts = {"save_dir": str(run_dir), "name": name, "config": config, "group": group, "job_type": job_type,
+             "tags": tags, "run_id": run_id}
+    named = inspect.signature(factory).parameters
+    settings = {key: value for key, value in logger_cfg.items() if key not in ("_target_", "kind")}
+    try:
+        return factory(**{key: value for key, value in facts.items() if key in named}, **settings)
+    except Exception as error:  # noqa: BLE001 - a logging backend must never take a run down
+        log.warning("logger %s unavailable (%s: %s); falling back to CSV", target, type(error).__name__, error)
+        return csv_logger(str(run_dir))
+
+
+def no_logger() -> bool:
+    return False  # Lightning's "no logger"; metrics.json is still written
+
+
+def csv_logger(save_dir: str):
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=save_dir, name="csv", version="")
+
+
+def wandb_logger(save_dir: str, name: str, config: dict, group: str | None = None, job_type: str | None = None,
+                 tags: list[str] | None = None, run_id: str | None = None, mode: str = "offline",
+                 project: str = "plmbench", entity: str | None = None, dir: str = "."):  # `dir`: the config key
+    """A W&B run under <dir>/wandb, offline unless mode=online works (online_or_offline); a relaunch with the same
+    run_id continues its run. If W&B cannot start at all, the run logs to CSV in save_dir and says why."""
     try:
         from pytorch_lightning.loggers import WandbLogger
 
-        mode = online_or_offline(logger_cfg.get("mode", "offline"))
+        mode = online_or_offline(mode)
         _finish_open_run(name)
 
-        def wandb_logger(mode: str) -> WandbLogger:
-            logger = WandbLogger(project=logger_cfg.get("project", "plmbench"), entity=logger_cfg.get("entity"),
-                                 name=name, group=group, job_type=job_type, tags=tags, mode=mode, id=run_id,
-                                 resume="allow", save_dir=str(Path(logger_cfg.get("dir", ".")).resolve()),
+        def start(mode: str) -> WandbLogger:
+            logger = WandbLogger(project=project, entity=entity, name=name, group=group, job_type=job_type,
+                                 tags=tags, mode=mode, id=run_id, resume="allow", save_dir=str(Path(dir).resolve()),
                                  config=drop_secrets(config), settings=wandb_settings())
             _ = logger.experiment  # create the run now, inside this try
             return logger
 
         try:
-            return wandb_logger(mode)
+            return start(mode)
         except Exception as error:  # online refused (a bad key): this run and the next go offline
             if mode != "online":
                 raise
@@ -57,11 +96,10 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
             log.warning("W&B online failed (%s); logging offline from now on in this process (wandb sync later)",
                         ONLINE_FAILED[-1])
             _finish_open_run(name)
-            return wandb_logger("offline")
+            return start("offline")
     except Exception as error:  # noqa: BLE001 - a logging backend must never take a run down
         log.warning("W&B logger unavailable (%s: %s); falling back to CSV", type(error).__name__, error)
-        from pytorch_lightning.loggers import CSVLogger
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        return csv_logger(save_dir)
 
 
 ONLINE_FAILED: list[str] = []  # why W&B online failed in this process: later runs go offline without waiting

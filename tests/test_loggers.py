@@ -1,0 +1,48 @@
+"""Loggers built from the logger config's `_target_` (issue 14): each conf/logger option, a Lightning logger class
+named in YAML, and a logger that cannot start (CSV instead, never a failed run)."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from pytorch_lightning.loggers import CSVLogger
+
+from plmbench.configuration import compose
+from plmbench.lit import loggers
+
+
+def logger_config(option: str, tmp_path) -> dict:
+    cfg = compose("pretrain", [f"logger={option}", *([f"logger.dir={tmp_path / 'wb'}"] if option == "wandb" else [])])
+    return OmegaConf.to_container(cfg.logger, resolve=True)
+
+
+@pytest.mark.parametrize(("option", "kind"), [("wandb", "WandbLogger"), ("csv", "CSVLogger"), ("none", "bool")])
+def test_each_logger_option_builds_its_logger(option, kind, tmp_path):
+    logger = loggers.build_logger(logger_config(option, tmp_path), tmp_path / "run", "unit", {"a": 1})
+    try:
+        assert type(logger).__name__ == kind
+        if option == "wandb":
+            assert logger.experiment.settings.mode == "offline"  # offline unless the user asks and can
+        if option == "csv":
+            assert Path(logger.log_dir) == tmp_path / "run" / "csv"
+    finally:
+        loggers.finish_run(logger)
+
+
+def test_a_lightning_logger_class_is_given_the_run_directory_and_name(tmp_path):
+    logger = loggers.build_logger({"_target_": "pytorch_lightning.loggers.CSVLogger", "version": 3},
+                                  tmp_path / "run", "unit", {})
+    assert isinstance(logger, CSVLogger) and Path(logger.log_dir) == tmp_path / "run" / "unit" / "version_3"
+
+
+def test_a_logger_that_cannot_start_logs_to_csv_and_says_why(tmp_path, caplog):
+    logger = loggers.build_logger({"_target_": "pytorch_lightning.loggers.CSVLogger", "no_such_key": 1},
+                                  tmp_path / "run", "unit", {})
+    assert isinstance(logger, CSVLogger) and Path(logger.log_dir) == tmp_path / "run" / "csv"
+    assert "falling back to CSV" in caplog.text and "no_such_key" in caplog.text
+
+
+def test_a_target_that_does_not_import_is_one_line():
+    with pytest.raises(ValueError, match=r"logger._target_='no.such.Logger': cannot be imported") as error:
+        loggers.build_logger({"_target_": "no.such.Logger"}, "run", "unit", {})
+    assert "\n" not in str(error.value)
