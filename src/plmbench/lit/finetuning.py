@@ -32,6 +32,9 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from plmbench import metrics as task_metrics
+from plmbench.data.entity_features import KINDS as ENTITY_KINDS
+from plmbench.data.entity_features import attach_entity_ids
+from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.features import (
     MODEL_COLUMNS,
     FeatureCollator,
@@ -39,9 +42,6 @@ from plmbench.data.features import (
     build_features,
     span_window,
 )
-from plmbench.data.entity_features import KINDS as ENTITY_KINDS
-from plmbench.data.entity_features import attach_entity_ids
-from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.tokenizer import SpecialTokens, special_tokens
 from plmbench.errors import UserError, check_checkpoint_file, load_weights_only
 from plmbench.lit.finetune_module import EvalSplit, FinetuneModule, finite
