@@ -23,6 +23,7 @@ def test_each_logger_option_builds_its_logger(option, kind, tmp_path):
         assert type(logger).__name__ == kind
         if option == "wandb":
             assert logger.experiment.settings.mode == "offline"  # offline unless the user asks and can
+            assert logger._log_model is False  # checkpoints as artifacts: opt-in (logger.log_model)
         if option == "csv":
             assert Path(logger.log_dir) == tmp_path / "run" / "csv"
     finally:
@@ -46,3 +47,12 @@ def test_a_target_that_does_not_import_is_one_line():
     with pytest.raises(ValueError, match=r"logger._target_='no.such.Logger': cannot be imported") as error:
         loggers.build_logger({"_target_": "no.such.Logger"}, "run", "unit", {})
     assert "\n" not in str(error.value)
+
+
+def test_log_model_reaches_lightnings_wandb_logger(tmp_path):
+    cfg = compose("pretrain", ["logger=wandb", f"logger.dir={tmp_path / 'wb'}", "logger.log_model=all"])
+    logger = loggers.build_logger(OmegaConf.to_container(cfg.logger, resolve=True), tmp_path / "run", "unit", {})
+    try:
+        assert logger._log_model == "all"  # every saved checkpoint becomes a W&B artifact
+    finally:
+        loggers.finish_run(logger)

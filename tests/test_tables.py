@@ -298,6 +298,19 @@ def test_wandb_offline_summary_has_one_row_per_cell(tmp_path, monkeypatch, caplo
     with caplog.at_level(logging.WARNING):  # a W&B failure is a warning, never an exception
         assert log_summary_run("albert", [], paths["png"], {"mode": "not-a-mode"}) is None
     assert "W&B summary run for albert not logged" in caplog.text
+    assert b"albert-results" not in next(files.parent.glob("*.wandb")).read_bytes()  # artifacts: opt-in
+
+
+def test_log_results_puts_records_and_tables_in_one_artifact(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    records = make_records(1)
+    paths = render_tables("albert", records, tmp_path / "out")
+    store = tmp_path / "out" / "records.jsonl"
+    store.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    files = log_summary_run("albert", table_rows("albert", records), paths["png"],
+                            {"mode": "offline", "log_results": True}, results=[store, *paths.values()])
+    log = next(files.parent.glob("*.wandb")).read_bytes()  # the offline run's record, synced later
+    assert b"albert-results" in log and b"records.jsonl" in log and b"table.csv" in log
 
 
 def test_command_renders_the_store_and_explains_a_missing_one(tmp_path, capsys):

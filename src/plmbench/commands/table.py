@@ -56,7 +56,8 @@ def main(overrides: list[str]) -> None:
     print(f"wrote {', '.join(str(p) for p in [*paths.values(), *pictures.values()])} from {len(records)} records")
     if options["wandb"]:
         run_dir = log_summary_run(experiment, table_rows(experiment, records), Path(paths["png"]), options["logger"],
-                                  summary_config(records), images=pictures)
+                                  summary_config(records), images=pictures,
+                                  results=[store.path, *(Path(p) for p in paths.values())])
         print(f"W&B summary run: {run_dir}" if run_dir else "W&B summary run not logged (see the warning above)")
 
 

@@ -71,7 +71,8 @@ def csv_logger(save_dir: str):
 
 def wandb_logger(save_dir: str, name: str, config: dict, group: str | None = None, job_type: str | None = None,
                  tags: list[str] | None = None, run_id: str | None = None, mode: str = "offline",
-                 project: str = "plmbench", entity: str | None = None, dir: str = "."):  # `dir`: the config key
+                 project: str = "plmbench", entity: str | None = None, dir: str = ".",  # `dir`: the config key
+                 log_model: bool | str = False, log_results: bool = False):  # log_results: the summary run's
     """A W&B run under <dir>/wandb, offline unless mode=online works (online_or_offline); a relaunch with the same
     run_id continues its run. If W&B cannot start at all, the run logs to CSV in save_dir and says why."""
     try:
@@ -83,6 +84,7 @@ def wandb_logger(save_dir: str, name: str, config: dict, group: str | None = Non
         def start(mode: str) -> WandbLogger:
             logger = WandbLogger(project=project, entity=entity, name=name, group=group, job_type=job_type,
                                  tags=tags, mode=mode, id=run_id, resume="allow", save_dir=str(Path(dir).resolve()),
+                                 log_model=log_model,
                                  config=drop_secrets(config), settings=wandb_settings())
             _ = logger.experiment  # create the run now, inside this try
             return logger

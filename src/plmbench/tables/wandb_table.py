@@ -265,10 +265,11 @@ def row_columns(rows: list[dict]) -> list[str]:
 
 
 def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: dict, config: dict | None = None,
-                    images: dict[str, Path] | None = None) -> Path | None:
+                    images: dict[str, Path] | None = None, results: list[Path] | None = None) -> Path | None:
     """A W&B run (job_type=summary, group=experiment) holding the table, its PNG and `images` ({name: png}, logged
     as `<name>_png`, e.g. the learning curves and the compute plot); its config is the experiment, the row count
-    and `config` (the table command adds the scale and git commits); returns its files directory.
+    and `config` (the table command adds the scale and git commits); with logger.log_results, the `results` files
+    (records and tables) as one W&B artifact. Returns its files directory.
 
     Never raises: a W&B failure is logged as a warning and the result is None.
     """
@@ -293,6 +294,11 @@ def log_summary_run(experiment: str, rows: list[dict], png: Path, logger_cfg: di
                             allow_mixed_types=True)  # a metric column holds numbers and 'failed'/'missing'
         run.log({"table": table, "table_png": wandb.Image(str(png)),
                  **{f"{name}_png": wandb.Image(str(path)) for name, path in (images or {}).items()}})
+        if logger_cfg.get("log_results") and results:  # logger.log_results=true: the files behind the table
+            artifact = wandb.Artifact(f"{experiment}-results", type="results")
+            for path in results:
+                artifact.add_file(str(path))
+            run.log_artifact(artifact)
         files = Path(run.dir)
         run.finish()
         return files
