@@ -98,3 +98,11 @@ def test_pretrain_help_through_the_installed_command(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "config groups" in result.stdout and "sharing" in result.stdout and result.stderr.strip() == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_slurm_launcher_composes_for_the_distillation_sweep(capsys):
+    # One harness: distillation cells go to SLURM like every other sweep's (hydra-submitit-launcher, a dev extra).
+    out = run_cli(["sweep", "experiment=distillation", "scale=smoke", "hydra/launcher=slurm",
+                   "hydra.launcher.partition=gpu", "--cfg", "hydra"], capsys)
+    launcher = yaml.safe_load(out)["launcher"]  # --cfg hydra prints the hydra node itself
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher") and launcher["partition"] == "gpu"
