@@ -19,6 +19,7 @@ from functools import partial
 import datasets
 from tokenizers import Tokenizer
 from torch import nn
+from tqdm.auto import tqdm
 
 from plmbench import metrics as task_metrics
 from plmbench.data.tokenizer import SpecialTokens
@@ -74,7 +75,9 @@ SCORE_KEYS = {"sum": "sum_ll", "mean": "mean_ll", "calibrated": "calibrated"}
 
 def _logprobs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], pad: int, batch_size: int) -> list:
     scores: list[tuple[float, int]] = []
-    for start in range(0, len(pairs), batch_size):  # one forward per batch of (context, candidate) sequences
+    # One forward per batch of (context, candidate) sequences; a bar on a terminal only (tqdm's disable=None).
+    for start in tqdm(range(0, len(pairs), batch_size), desc="few-shot scoring", unit=" batches", disable=None,
+                      leave=False):
         chunk = pairs[start:start + batch_size]
         scores += continuation_logprobs(model, [c for c, _ in chunk], [x for _, x in chunk], pad)
     return scores
@@ -122,7 +125,8 @@ def _generated_answers(model: nn.Module, examples, prompter: _Prompter, context:
     prompts = [prompter(index, row, context - max_answer_tokens) for index, row in enumerate(examples)]
     decode = partial(tokenizer.decode, skip_special_tokens=True)
     answers = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(range(0, len(prompts), batch_size), desc="few-shot generation", unit=" batches",
+                      disable=None, leave=False):
         generated = greedy_generate(model, prompts[start:start + batch_size], max_answer_tokens, special.pad,
                                     {special.sep, special.pad, special.cls}, decode, stops)
         answers += [answer_text(decode(ids), stops) for ids in generated]
