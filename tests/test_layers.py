@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "plmbench"
 
 # Bottom to top. A module belongs to the layer of its longest matching prefix (relative to plmbench).
 LAYERS = [
-    ("foundation", ["", "errors", "paths", "configuration", "hydra_app", "impl", "optim", "safety", "lineage",
+    ("foundation", ["", "errors", "paths", "configuration", "hydra_app", "impl", "optim", "lamb", "safety", "lineage",
                     "numbers", "termination"]),
     ("data", ["data", "metrics"]),
     ("models", ["models"]),

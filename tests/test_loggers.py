@@ -37,10 +37,19 @@ def test_a_lightning_logger_class_is_given_the_run_directory_and_name(tmp_path):
 
 
 def test_a_logger_that_cannot_start_logs_to_csv_and_says_why(tmp_path, caplog):
-    logger = loggers.build_logger({"_target_": "pytorch_lightning.loggers.CSVLogger", "no_such_key": 1},
+    # save_dir is the run's fact and the node's key at once: the class refuses the call
+    logger = loggers.build_logger({"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": "elsewhere"},
                                   tmp_path / "run", "unit", {})
     assert isinstance(logger, CSVLogger) and Path(logger.log_dir) == tmp_path / "run" / "csv"
-    assert "falling back to CSV" in caplog.text and "no_such_key" in caplog.text
+    assert "falling back to CSV" in caplog.text and "save_dir" in caplog.text
+
+
+def test_a_key_the_logger_does_not_take_is_ignored_and_named_a_credential_silently(tmp_path, caplog):
+    # +logger.api_key=... (W&B reads its key from the environment) must not cost the run its W&B logger
+    node = {"_target_": "plmbench.lit.loggers.csv_logger", "no_such_option": 1, "api_key": "secret-value"}
+    logger = loggers.build_logger(node, tmp_path / "run", "unit", {})
+    assert isinstance(logger, CSVLogger) and "falling back" not in caplog.text
+    assert "takes no no_such_option; ignored" in caplog.text and "api_key" not in caplog.text
 
 
 def test_a_target_that_does_not_import_is_one_line():

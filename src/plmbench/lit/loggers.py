@@ -22,7 +22,8 @@ import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
-from plmbench.safety import drop_secrets, wandb_settings  # W&B keys never reach logs, results or tables
+# W&B keys never reach logs, results or tables
+from plmbench.safety import drop_secrets, is_secret_key, wandb_settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ def build_logger(logger_cfg: dict, run_dir: Path, name: str, config: dict, group
              "tags": tags, "run_id": run_id}
     named = inspect.signature(factory).parameters
     settings = {key: value for key, value in logger_cfg.items() if key not in ("_target_", "kind")}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in named.values()):
+        # A key the factory does not take is left out, not a TypeError that would cost the run its logger: a
+        # credential (+logger.api_key=..., which W&B reads from WANDB_API_KEY or `wandb login` anyway) silently.
+        unknown = [key for key in settings if key not in named]
+        if [key for key in unknown if not is_secret_key(key)]:
+            log.warning("logger %s takes no %s; ignored", target, ", ".join(k for k in unknown if not is_secret_key(k)))
+        settings = {key: value for key, value in settings.items() if key in named}
     try:
         return factory(**{key: value for key, value in facts.items() if key in named}, **settings)
     except Exception as error:  # noqa: BLE001 - a logging backend must never take a run down
