@@ -35,7 +35,7 @@ from plmbench import paths
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_VERSION = 1  # bump when training or layout changes, so cached tokenizers are rebuilt
+TOKENIZER_VERSION = 2  # bump when training or layout changes, so cached tokenizers are rebuilt (2: canonical ids)
 
 # Names in id order: the ids 0..4 follow the original BERT and RoBERTa vocabularies.
 WORDPIECE_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
@@ -119,6 +119,8 @@ def get_tokenizer(
     tokenizer.train_from_iterator(counted_batches(), trainer=trainer)
     if sentences == 0:
         raise ValueError(f"corpus {corpus.name!r} has no text to train a tokenizer on")
+    if algorithm == "wordpiece":
+        _canonical_wordpiece_ids(tokenizer)
     special = special_tokens(tokenizer)
     _set_post_processor(tokenizer, special)
 
@@ -153,6 +155,23 @@ def _untrained(algorithm: str, vocab_size: int, lowercase: bool) -> tuple[Tokeni
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=PROGRESS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     return tokenizer, trainer
+
+
+def _canonical_wordpiece_ids(tokenizer: Tokenizer) -> None:
+    """Renumbers a trained WordPiece vocabulary: the specials keep ids 0..4, every other piece follows in sorted order.
+
+    The trainer breaks ties between equally frequent merges in hash-map order, which Rust seeds per process: two
+    trainings of one corpus gave the same 8,000 pieces with 123 ids swapped, so the same cell trained from two fresh
+    clones started from differently indexed embeddings (step-20 loss 8.7183 vs 8.7281). WordPiece encodes by longest
+    match in the set, so the order carries nothing but the ids. Byte-level BPE came out identical in every process.
+    """
+    vocab = tokenizer.get_vocab()
+    specials = list(WORDPIECE_SPECIALS.values())
+    ordered = specials + sorted(set(vocab) - set(specials))
+    model = tokenizer.model
+    tokenizer.model = models.WordPiece({token: i for i, token in enumerate(ordered)}, unk_token=model.unk_token,
+                                       max_input_chars_per_word=model.max_input_chars_per_word,
+                                       continuing_subword_prefix=model.continuing_subword_prefix)
 
 
 def _set_post_processor(tokenizer: Tokenizer, special: SpecialTokens) -> None:
