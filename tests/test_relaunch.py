@@ -111,10 +111,19 @@ def test_pretrain_relaunch_resumes_its_run_and_refuses_another_shape(corpus, cac
                     f"run a new folder")
     assert tree(run) == before  # config.yaml, .hydra/, the checkpoint: byte for byte
 
+    # The resume reads the run's own tokenizer, not the cache's: as if this run's pieces had other ids (a tokenizer
+    # trained on another machine or by an older version), which the resumed run must keep.
+    own = run / "tokenizer" / "tokenizer.json"
+    layout = json.loads(own.read_text())
+    vocab = layout["model"]["vocab"]
+    vocab["the"], vocab["of"] = vocab["of"], vocab["the"]
+    own.write_text(json.dumps(layout))
     again = pretrain(tmp_path, cache, [*overrides(corpus, **{"trainer.max_steps": "6"}), f"hydra.run.dir={run}"])
     assert again.returncode == 0, again.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["step"] == 6 and metrics["resumed_at_steps"] == [4]
+    resumed_vocab = json.loads(own.read_text())["model"]["vocab"]
+    assert (resumed_vocab["the"], resumed_vocab["of"]) == (vocab["the"], vocab["of"])
 
 
 # ------------------------------------------------------------------------------------------ relaunches

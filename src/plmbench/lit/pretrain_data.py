@@ -13,9 +13,11 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from plmbench.data.collate import PretrainCollator
@@ -23,7 +25,7 @@ from plmbench.data.corpora import build_corpus
 from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.instances import build_instances
 from plmbench.data.masking import Masker
-from plmbench.data.tokenizer import get_tokenizer
+from plmbench.data.tokenizer import get_tokenizer, special_tokens
 from plmbench.lit.sampling import IndexedDataset, ResumableBatches
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,12 @@ class StepSeededCollate:
 
 
 class PretrainData(pl.LightningDataModule):
-    def __init__(self, cfg):
+    """`tokenizer_file`: a resumed run's own tokenizer (its ids are the checkpoint's), used instead of the cache."""
+
+    def __init__(self, cfg, tokenizer_file: Path | None = None):
         super().__init__()
         self.cfg = cfg
+        self.tokenizer_file = tokenizer_file
         self.prepared = False
 
     def prepare(self) -> None:
@@ -82,8 +87,12 @@ class PretrainData(pl.LightningDataModule):
             return
         cfg, data, objective = self.cfg, self.cfg.data, self.cfg.objective
         corpus = build_corpus(cfg.corpus)
-        self.tokenizer, self.special = get_tokenizer(corpus, cfg.model.tokenizer, int(cfg.model.vocab_size),
-                                                     lowercase=bool(data.get("lowercase", True)))
+        if self.tokenizer_file is not None:
+            self.tokenizer = Tokenizer.from_file(str(self.tokenizer_file))
+            self.special = special_tokens(self.tokenizer)
+        else:
+            self.tokenizer, self.special = get_tokenizer(corpus, cfg.model.tokenizer, int(cfg.model.vocab_size),
+                                                         lowercase=bool(data.get("lowercase", True)))
         self.vocab_size = self.tokenizer.get_vocab_size()
         fraction = float(data.get("val_fraction", 0.02))
         train_docs, val_docs = DocumentSplit(corpus, False, fraction), DocumentSplit(corpus, True, fraction)

@@ -178,7 +178,11 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = N
     run_dir.mkdir(parents=True, exist_ok=True)
     apply_threads(cfg.impl)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    data = PretrainData(cfg)
+    # A resume keeps the tokenizer its checkpoint was trained with: one trained again (another machine, a newer
+    # TOKENIZER_VERSION, a cleared cache) may number the pieces differently.
+    own_tokenizer = run_dir / "tokenizer" / "tokenizer.json"
+    resuming = (run_dir / "checkpoints" / "last.ckpt").is_file() and own_tokenizer.is_file()
+    data = PretrainData(cfg, tokenizer_file=own_tokenizer if resuming else None)
     data.prepare()
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if data.vocab_size != model_cfg["vocab_size"]:
