@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -173,6 +175,25 @@ def test_second_build_reuses_the_cache(corpus, wordpiece):
     other, other_stats = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=6)
     assert other_stats["from_cache"] is False and instances.TOKENIZATION_PASSES == passes  # tokens are cached too
     assert other["input_ids"] != first["input_ids"]
+
+
+def test_a_build_that_loses_the_race_to_another_process_uses_its_result(corpus, wordpiece, monkeypatch, tmp_path):
+    """Two runs on one cache (parallel jobs of a sweep) built the same tokenized documents: the second one's rename
+    onto the first one's folder raised 'Directory not empty' and the run failed."""
+    tokenizer, special = wordpiece
+    expected, _ = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=5)
+    monkeypatch.setenv("PLMBENCH_CACHE", str(tmp_path))
+    publish = instances._publish
+
+    def another_process_first(staging, final, **kwargs):
+        shutil.copytree(staging, final)  # the same build, finished a moment earlier by another process
+        publish(staging, final, **kwargs)
+
+    monkeypatch.setattr(instances, "_publish", another_process_first)
+    rows, stats = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=5)
+    assert stats["from_cache"] is False and rows["input_ids"] == expected["input_ids"]
+    built = sorted(p.name for p in (tmp_path / "instances").iterdir())  # no staging folder left behind
+    assert len(built) == 2 and built[1].startswith("docs-") and not built[0].startswith(".work")
 
 
 def test_num_proc_changes_only_the_speed(shared_data, wordpiece, monkeypatch, tmp_path):

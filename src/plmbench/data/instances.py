@@ -182,12 +182,13 @@ def _hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _publish(staging: Path, final: Path) -> None:
-    """Moves a finished build into place in one rename; a concurrent build of the same key just loses the race."""
+def _publish(staging: Path, final: Path, done: str = "stats.json") -> None:
+    """Moves a finished build into place in one rename; a concurrent build of the same key just loses the race
+    (`done`: the file a finished build holds, so that a lost race is told apart from a real failure)."""
     try:
         os.replace(staging, final)
     except OSError:
-        if not (final / "stats.json").is_file():
+        if not (final / done).is_file():
             raise
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -226,7 +227,7 @@ def _tokenized_documents(corpus: Corpus, tokenizer: Tokenizer, num_proc: int,
             raise ValueError(f"corpus {corpus.name!r} has no documents with text")
         staging = Path(work) / "out"
         tokenized.save_to_disk(str(staging / "dataset"))
-        _publish(staging, final)
+        _publish(staging, final, done="dataset/state.json")
     return load_from_disk(str(final / "dataset"))
 
 
