@@ -167,7 +167,7 @@ def test_short_ernie_pretraining_scores_entities(wordnet_root, corpus_path, cach
     metrics = run_pretraining(cfg, cache / "run")
     assert metrics["status"] == "finished"
     assert 0.0 <= metrics["validation"]["dea_acc"] <= 1.0  # present only when dea_count > 0
-    # Fine-tuning reads the plain part of the fused backbone, strictly (lit/finetuning.py's _load_pretrain_run).
+    # Fine-tuning reads the plain part of the fused backbone, strictly (lit/finetune_init.py's _load_pretrain_run).
     state = torch.load(cache / "run/checkpoints/last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     fused = {k.removeprefix("model.backbone."): v for k, v in state.items() if k.startswith("model.backbone.")}
     plain = Backbone(ModelConfig.from_mapping(OmegaConf.load(cache / "run/config.yaml").model))
