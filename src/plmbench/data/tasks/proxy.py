@@ -388,18 +388,17 @@ def build_proxy(name: str, train_size: int, eval_size: int, seed: int, root: Pat
     return out
 
 
-def _params(task_cfg: Mapping) -> dict:
+def proxy_params(task_cfg: Mapping, error: type[TaskConfigError] = ProxyTaskError) -> dict:
+    """task.proxy's sizes and seed, DEFAULTS filled in; `error` names the task family (proxy task or probe)."""
     given = dict(task_cfg.get("proxy") or {})
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
-        raise ProxyTaskError(
-            f"task.proxy: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULTS)}"
-        )
+        raise error(f"task.proxy: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULTS)}")
     params = DEFAULTS | given
     for key, value in params.items():
         least = 0 if key == "seed" else 1
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ProxyTaskError(f"task.proxy.{key}={value!r}: expected an integer >= {least}")
+            raise error(f"task.proxy.{key}={value!r}: expected an integer >= {least}")
     return params
 
 
@@ -438,7 +437,7 @@ def load_proxy(
         raise ProxyTaskError(
             f"task.kind={task_cfg.get('kind')!r} for task.name={name!r}: its proxy is {kind!r}"
         )
-    params, root = _params(task_cfg), _root(wordnet_root)
+    params, root = proxy_params(task_cfg), _root(wordnet_root)
     target = cache_dir(name, params, root)
     if not (target / "dataset_dict.json").is_file():
         _save(target, build_proxy(name, root=root, **params), FEATURES[kind](task_cfg))

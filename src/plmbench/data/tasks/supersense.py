@@ -37,6 +37,7 @@ from plmbench.data import wordnet
 from plmbench.data.corpora.embedded import EmbeddedCorpus
 from plmbench.data.tasks import glue
 from plmbench.data.tasks.errors import TaskConfigError
+from plmbench.data.tasks.proxy import proxy_params
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ EVAL_FRACTION = 0.2  # share of lemmas held out for evaluation, as in the proxy 
 SOURCES = ("austen", "kjv")  # natural text; the corpus's WordNet documents would state the answer
 MAX_ROWS_PER_LEMMA = 4
 MAX_WORDS = 50  # longer sentences (KJV's long verses) would be cut at tiny models' max_length
-DEFAULTS = {"train_size": 2000, "eval_size": 500, "seed": 0}
 # WordNet holds no closed-class words, so a function word that is also a rare noun ('are' the unit of area,
 # 'while', 'might', KJV's 'wherefore') would pass every other test.
 FUNCTION_WORDS = frozenset({"a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any",
@@ -155,19 +155,6 @@ def build_rows(sentences: Iterable[str], root: Path, train_size: int, eval_size:
     return out
 
 
-def _params(task_cfg: Mapping) -> dict:
-    given = dict(task_cfg.get("proxy") or {})
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ProbeTaskError(f"task.proxy: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULTS)}")
-    params = DEFAULTS | given
-    for key, value in params.items():
-        least = 0 if key == "seed" else 1
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ProbeTaskError(f"task.proxy.{key}={value!r}: expected an integer >= {least}")
-    return params
-
-
 def cache_dir(params: Mapping, root: Path, corpus: EmbeddedCorpus) -> Path:
     files = sorted((path.name, path.stat().st_size) for path in root.iterdir() if path.is_file())
     blob = json.dumps({"files": files, "corpus": corpus.fingerprint, "params": dict(params),
@@ -180,7 +167,7 @@ def load_supersense(task_cfg: Mapping, data_dir: str | Path | None = None) -> da
     if task_cfg.get("kind") != "classification" or int(task_cfg.get("num_labels", 0)) != len(NOUN_LEXFILES):
         raise ProbeTaskError(f"task {task_cfg.get('name')}: the supersense probe is a classification task with "
                              f"num_labels={len(NOUN_LEXFILES)} (WordNet's noun lexicographer files)")
-    params, root = _params(task_cfg), wordnet.default_root().resolve()
+    params, root = proxy_params(task_cfg, ProbeTaskError), wordnet.default_root().resolve()
     corpus = EmbeddedCorpus(SOURCES)
     target = cache_dir(params, root, corpus)
     if not (target / "dataset_dict.json").is_file():
