@@ -11,7 +11,9 @@ are fused in the feed-forward sublayer:
 
 The first aggregator layer has no entity self-attention: its entity input is the frozen TransE vector itself
 (ERNIE's BertLayerMix). Entities arrive as `entity_ids` (B, T), the entity's row in the table at the first
-sub-word of its mention and -1 elsewhere (ERNIE's `input_ent` with `ent_mask`).
+sub-word of its mention and -1 elsewhere (ERNIE's `input_ent` with `ent_mask`); -2 is an entity slot with the zero
+vector, which fine-tuning puts on [CLS] as ERNIE's scripts do (ent_mask[0] = 1): it takes part in the entity
+self-attention and fuses what it gathers into [CLS].
 
 One deliberate difference from ERNIE: ERNIE zeroes a missing entity's vector but still adds `dense_ent`'s bias b_e
 to every position, so a sentence without entities does not run the plain BERT layer. Here the whole entity term is
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from plmbench.data.entity_linking import EMPTY_ENTITY
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.models.embeddings import Embeddings
@@ -111,6 +114,11 @@ class AggregatorLayer(nn.Module):
         return tokens, torch.where(present, entities, 0.0)
 
 
+def entity_slots(entity_ids: torch.Tensor) -> torch.Tensor:
+    """ERNIE's ent_mask: the positions in the entity stream, aligned entities and empty slots ([CLS] in fine-tuning)."""
+    return (entity_ids >= 0) | (entity_ids == EMPTY_ENTITY)
+
+
 def entity_key_mask(has_entity: torch.Tensor) -> torch.Tensor:
     """Entities attend only to entities (ERNIE's attention_mask_ent). A row with none attends everywhere instead:
     an all-masked softmax is NaN, and that row's outputs are zeroed anyway (ERNIE marks [CLS] as an entity)."""
@@ -153,7 +161,7 @@ class KnowledgeBackbone(Backbone):
         x = self.projection(self.embeddings(input_ids, token_type_ids))
         for layer in self.layers[:self.first_aggregator]:
             x = layer(x, attention_mask)
-        entities, has_entity = self.entity_vectors(entity_ids), entity_ids >= 0
+        entities, has_entity = self.entity_vectors(entity_ids), entity_slots(entity_ids)
         for layer in self.layers[self.first_aggregator:]:
             x, entities = layer(x, attention_mask, entities, has_entity)
         return self.final_norm(x)
