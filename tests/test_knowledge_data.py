@@ -202,11 +202,10 @@ def test_short_ernie_pretraining_scores_entities(wordnet_root, corpus_path, cach
 
 
 def test_entity_layout_follows_the_inputs_truncation():
-    # [CLS] a a a [SEP] b b [SEP]: A kept 3 of 4, B kept its tail of 2 of 3 (multiple choice) or its head. [CLS]
-    # holds the empty entity slot (-2) that ERNIE's fine-tuning scripts set with ent_mask[0] = 1.
+    # [CLS] a a a [SEP] b b [SEP]: A kept 3 of 4, B kept its tail of 2 of 3 (multiple choice) or its head.
     types = [0, 0, 0, 0, 0, 1, 1, 1]
-    assert layout([7, -1, 8, 9], [1, 2, 3], types) == [-2, 7, -1, 8, -1, 1, 2, -1]
-    assert layout([7, -1, 8, 9], [1, 2, 3], types, b_from_end=True) == [-2, 7, -1, 8, -1, 2, 3, -1]
-    assert layout([5], None, [0, 0, 0]) == [-2, 5, -1]
+    assert layout([7, -1, 8, 9], [1, 2, 3], types) == [-1, 7, -1, 8, -1, 1, 2, -1]
+    assert layout([7, -1, 8, 9], [1, 2, 3], types, b_from_end=True) == [-1, 7, -1, 8, -1, 2, 3, -1]
+    assert layout([5], None, [0, 0, 0]) == [-1, 5, -1]
     with pytest.raises(ValueError, match="do not match"):
         layout([5], None, [0, 0, 0, 0, 1])

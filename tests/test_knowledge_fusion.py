@@ -13,7 +13,6 @@ from plmbench.lineage import cell_id
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.models.counting import count_knowledge
-from plmbench.data.entity_linking import EMPTY_ENTITY
 from plmbench.models.knowledge_fusion import AggregatorLayer, KnowledgeBackbone, KnowledgeConfig, entity_slots
 from plmbench.models.layers import TransformerLayer
 from plmbench.objectives import build_objective
@@ -94,21 +93,28 @@ def test_each_aggregator_layer_without_entities_equals_its_plain_layer():
 
 
 def test_the_cls_slot_gathers_the_sentences_entities():
-    """ERNIE's fine-tuning marks [CLS] as an entity slot (ent_mask[0] = 1 with the zero vector): in an aggregator
-    layer with entity attention [CLS] then reads the mention's entity; without the slot that layer cannot."""
-    model = as_if_trained(KnowledgeBackbone(SMALL, ERNIE, entity_table())).eval()
+    """ERNIE marks [CLS] as an entity slot with the zero vector (run_pretrain.py mask[:, 0] = 1, ent_mask[0] = 1 in
+    fine-tuning): in an aggregator layer with entity attention [CLS] then reads the mention's entity; without the
+    slot that layer cannot. knowledge=ernie sets it."""
+    model = as_if_trained(KnowledgeBackbone(SMALL, dataclasses.replace(ERNIE, cls_slot=True), entity_table())).eval()
     layer = model.layers[-1]
     assert layer.entity_attention is not None
     x, mask = torch.randn(1, 6, SMALL.hidden_size), torch.ones(1, 6, dtype=torch.long)
 
     def cls_state(entity: int, slot: bool) -> torch.Tensor:
-        ids = torch.tensor([[EMPTY_ENTITY if slot else -1, -1, -1, entity, -1, -1]])
+        ids = torch.tensor([[-1, -1, -1, entity, -1, -1]])
         with torch.no_grad():
-            return layer(x, mask, model.entity_vectors(ids), entity_slots(ids))[0][0, 0]
+            return layer(x, mask, model.entity_vectors(ids), entity_slots(ids, slot))[0][0, 0]
 
     assert torch.equal(cls_state(3, slot=False), cls_state(4, slot=False))
     assert (cls_state(3, slot=True) - cls_state(4, slot=True)).abs().max() > 1e-3
-    assert torch.equal(model.entity_vectors(torch.tensor([[EMPTY_ENTITY]])), torch.zeros(1, 1, 100))
+    ids, mask, entity_ids = inputs()
+    with torch.no_grad():  # the whole backbone: only [CLS]'s row is a new slot
+        assert entity_slots(entity_ids, True)[:, 0].all() and torch.equal(entity_slots(entity_ids, True)[:, 1:],
+                                                                           entity_ids[:, 1:] >= 0)
+        assert torch.isfinite(model(ids, mask, entity_ids=entity_ids)).all()
+    assert compose("pretrain", ["knowledge=ernie"]).knowledge.cls_slot is True
+    assert compose("pretrain", ["knowledge=ernie_shuffled"]).knowledge.cls_slot is True
 
 
 def test_first_aggregator_has_no_entity_attention_and_the_rest_do():

@@ -3,10 +3,8 @@
 ERNIE fine-tunes with the entities of the task's text linked as in pre-training (thunlp/ERNIE code/run_*.py feed
 `input_ent` and `ent_mask` beside the tokens). Here each text of a row is linked by the WordNet linker of the
 pre-training run (data/entity_ids.py) and aligned to its first sub-word; the ids are then laid out as the task's
-inputs are (data/features.py): -1 on [SEP], each segment cut exactly where its tokens were cut. The segment
-lengths are read back from the built features' segment ids, so the two layouts cannot drift apart. [CLS] holds an
-empty entity slot (EMPTY_ENTITY), as every ERNIE fine-tuning script sets ent_mask[0] = 1: the sentence's entities
-reach the classifier's [CLS] through the entity self-attention.
+inputs are (data/features.py): -1 on [CLS] and [SEP], each segment cut exactly where its tokens were cut. The
+segment lengths are read back from the built features' segment ids, so the two layouts cannot drift apart.
 
 Kinds: classification, regression (text_a, text_b) and multiple choice (article, question + option). Span and
 tagging inputs are windows and word pieces of their own; a fused run fine-tunes on them without entities.
@@ -20,11 +18,10 @@ import datasets
 from tokenizers import Tokenizer
 
 from plmbench.data.entity_ids import LinkingSpec, linker_for, sentence_entity_ids
-from plmbench.data.entity_linking import EMPTY_ENTITY
 from plmbench.data.features import race_qa_text
 
 KINDS = frozenset({"classification", "regression", "multiple_choice"})
-NONE = -1  # no entity at this position (also [SEP] and padding)
+NONE = -1  # no entity at this position (also [CLS], [SEP] and padding)
 
 
 def segment_lengths(token_type_ids: list[int]) -> tuple[int, int]:
@@ -36,7 +33,7 @@ def segment_lengths(token_type_ids: list[int]) -> tuple[int, int]:
 def layout(ids_a: list[int], ids_b: list[int] | None, types: list[int], b_from_end: bool = False) -> list[int]:
     """Entity ids in the input's layout: A cut to its kept head, B to its kept head (or tail, `b_from_end`)."""
     keep_a, keep_b = segment_lengths(types)
-    out = [EMPTY_ENTITY, *ids_a[:keep_a], NONE]
+    out = [NONE, *ids_a[:keep_a], NONE]
     if ids_b is not None and any(t == 1 for t in types):
         out += [*(ids_b[len(ids_b) - keep_b:] if b_from_end else ids_b[:keep_b]), NONE]
     if len(out) != len(types):

@@ -33,9 +33,6 @@ MAX_WORDS = 4
 METHODS = ("first", "lesk")
 WORD = re.compile(r"[^\W_]+(?:-[^\W_]+)*(?:'(?!s\b)[^\W_]+)*")
 NO_ENTITY = -1
-# An entity slot without a vector: ERNIE's fine-tuning marks [CLS] so (ent_mask[0] = 1 with input_ent -1, the zero
-# row), which lets [CLS] attend over the sentence's entities in the entity self-attention (thunlp/ERNIE run_*.py).
-EMPTY_ENTITY = -2
 
 # Function words (a closed class): they carry no entity, and Lesk ignores them as evidence.
 _STOPWORD_LIST = """

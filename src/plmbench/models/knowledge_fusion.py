@@ -11,14 +11,15 @@ are fused in the feed-forward sublayer:
 
 The first aggregator layer has no entity self-attention: its entity input is the frozen TransE vector itself
 (ERNIE's BertLayerMix). Entities arrive as `entity_ids` (B, T), the entity's row in the table at the first
-sub-word of its mention and -1 elsewhere (ERNIE's `input_ent` with `ent_mask`); -2 is an entity slot with the zero
-vector, which fine-tuning puts on [CLS] as ERNIE's scripts do (ent_mask[0] = 1): it takes part in the entity
-self-attention and fuses what it gathers into [CLS].
+sub-word of its mention and -1 elsewhere (ERNIE's `input_ent` with `ent_mask`). With `cls_slot`, [CLS] (position
+0) is an entity slot holding the zero vector, as ERNIE sets it in pre-training and in every fine-tuning script
+(run_pretrain.py `mask[:, 0] = 1` beside its zero "CLS" row; run_typing.py `ent_mask[0] = 1`): [CLS] takes part in
+the entity self-attention and fuses what it gathers, so a sentence's entities reach the pooled state directly.
 
 One deliberate difference from ERNIE: ERNIE zeroes a missing entity's vector but still adds `dense_ent`'s bias b_e
 to every position, so a sentence without entities does not run the plain BERT layer. Here the whole entity term is
-selected away where there is no entity, so with no entity in the batch an aggregator layer *is* the plain layer
-(same weights, same numbers), and the fused model starts from, and falls back to, its backbone.
+selected away where there is no entity slot, so with no entity in the batch (and no [CLS] slot) an aggregator layer
+*is* the plain layer (same weights, same numbers), and the fused model starts from, and falls back to, its backbone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from plmbench.data.entity_linking import EMPTY_ENTITY
 from plmbench.models.backbone import Backbone
 from plmbench.models.config import ConfigError, ModelConfig
 from plmbench.models.embeddings import Embeddings
@@ -47,6 +47,7 @@ class KnowledgeConfig:
     aggregator_layers: int | None = None  # the top M layers; None = the top half (ERNIE: 6 of 12)
     shuffle: bool = False  # control: permute the table's rows (same parameters, no knowledge)
     shuffle_seed: int = 0
+    cls_slot: bool = False  # [CLS] as an entity slot with the zero vector (ERNIE); the knowledge=ernie options set it
     replace_rate: float = 0.05  # dEA: aligned entities replaced by a random in-batch entity
     mask_rate: float = 0.15  # dEA: aligned entities removed from the input
     entity_table: str | None = None  # a file holding the (n_entities, entity_dim) TransE table
@@ -114,9 +115,13 @@ class AggregatorLayer(nn.Module):
         return tokens, torch.where(present, entities, 0.0)
 
 
-def entity_slots(entity_ids: torch.Tensor) -> torch.Tensor:
-    """ERNIE's ent_mask: the positions in the entity stream, aligned entities and empty slots ([CLS] in fine-tuning)."""
-    return (entity_ids >= 0) | (entity_ids == EMPTY_ENTITY)
+def entity_slots(entity_ids: torch.Tensor, cls_slot: bool) -> torch.Tensor:
+    """ERNIE's ent_mask: positions aligned to an entity, and [CLS] (position 0) with `cls_slot`."""
+    slots = entity_ids >= 0
+    if cls_slot:
+        slots = slots.clone()
+        slots[:, 0] = True
+    return slots
 
 
 def entity_key_mask(has_entity: torch.Tensor) -> torch.Tensor:
@@ -161,7 +166,7 @@ class KnowledgeBackbone(Backbone):
         x = self.projection(self.embeddings(input_ids, token_type_ids))
         for layer in self.layers[:self.first_aggregator]:
             x = layer(x, attention_mask)
-        entities, has_entity = self.entity_vectors(entity_ids), entity_slots(entity_ids)
+        entities, has_entity = self.entity_vectors(entity_ids), entity_slots(entity_ids, self.knowledge.cls_slot)
         for layer in self.layers[self.first_aggregator:]:
             x, entities = layer(x, attention_mask, entities, has_entity)
         return self.final_norm(x)
