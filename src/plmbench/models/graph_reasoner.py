@@ -42,7 +42,11 @@ class ReasonerConfig:
 
 
 class RelationalGraphConv(nn.Module):
-    """h_i' = W_0 h_i + sum_r sum_{j in N_r(i)} W_r h_j / c_ir, with W_r = sum_b a_rb V_b (R-GCN, eq. 2-3)."""
+    """h_i' = W_0 h_i + sum_r sum_{j in N_r(i)} W_r h_j / c_ir, with W_r = sum_b a_rb V_b (R-GCN, eq. 2-3).
+
+    Rows are gathered with index_select, never x[index], here and in GraphReasoner: on CPU the backward of x[index]
+    (index_put_ with accumulate) adds a repeated row's gradients in thread order, so one seed trained to different
+    weights run to run."""
 
     def __init__(self, dim: int, edge_types: int, bases: int):
         super().__init__()
@@ -56,7 +60,8 @@ class RelationalGraphConv(nn.Module):
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor) -> torch.Tensor:
         source, target = edge_index
         projected = torch.einsum("nd,bde->nbe", h, self.bases)  # every node through every basis once
-        messages = torch.einsum("eb,ebd->ed", self.coefficients[edge_type], projected[source])
+        messages = torch.einsum("eb,ebd->ed", self.coefficients.index_select(0, edge_type),
+                                 projected.index_select(0, source))
         slot = target * self.edge_types + edge_type  # c_ir: in-edges of node i with relation r
         degree = torch.zeros(h.shape[0] * self.edge_types, device=h.device, dtype=h.dtype)
         degree.index_add_(0, slot, torch.ones_like(slot, dtype=h.dtype))
@@ -68,9 +73,9 @@ def segment_softmax(scores: torch.Tensor, segment: torch.Tensor, segments: int) 
     """Softmax of `scores` within each segment id."""
     top = torch.full((segments,), -math.inf, device=scores.device, dtype=scores.dtype)
     top = top.scatter_reduce(0, segment, scores, reduce="amax")
-    weights = (scores - top[segment]).exp()
+    weights = (scores - top.index_select(0, segment)).exp()
     total = torch.zeros(segments, device=scores.device, dtype=scores.dtype).index_add(0, segment, weights)
-    return weights / total[segment]
+    return weights / total.index_select(0, segment)
 
 
 class GraphReasoner(nn.Module):
@@ -116,7 +121,8 @@ class GraphReasoner(nn.Module):
         for layer, norm in zip(self.layers, self.norms):
             h = norm(h + self.dropout(F.gelu(layer(h, edge_index, edge_type))))
         nodes = h[:concepts]  # pool over concept nodes; the context node's state reaches them through the edges
-        attention = (self.key(nodes) * self.query(cls)[graph_node_graph]).sum(-1) / math.sqrt(nodes.shape[-1])
+        attention = (self.key(nodes) * self.query(cls).index_select(0, graph_node_graph)).sum(-1) / \
+            math.sqrt(nodes.shape[-1])
         weights = segment_softmax(attention, graph_node_graph, graphs)
         pooled = torch.zeros(graphs, nodes.shape[-1], device=cls.device, dtype=nodes.dtype)
         pooled = pooled.index_add(0, graph_node_graph, weights.unsqueeze(-1) * nodes)  # empty graph: zeros
