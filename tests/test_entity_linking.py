@@ -2,6 +2,10 @@
 ERNIE's first-sub-word alignment with a real trained tokenizer, and the throughput/coverage report."""
 
 
+import os
+import subprocess
+import sys
+
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
@@ -34,6 +38,23 @@ def test_multiword_and_inflected_mentions(first):
         assert stopword not in found  # 'a' and 'she' are WordNet nouns, but function words here
     assert all(0 < m.score <= 1 for m in found.values())
     assert [m.start for m in first.link(text)] == sorted(m.start for m in first.link(text))
+
+
+LINK_IN_FRESH_PROCESS = """
+import sys
+from plmbench.data.entity_linking import EntityLinker
+linker = EntityLinker.from_wordnet(sys.argv[1], method="first")
+print([mention.entity for mention in linker.link("The woods were dark.")])
+"""
+
+
+def test_the_same_links_whatever_the_process_hash_seed(wordnet_root):
+    # 'woods' is a lemma (the forest) and an inflection of 'wood' (the material), senses tied on every sort key:
+    # which one won followed the iteration order of a set of strings, which Python seeds per process.
+    links = {subprocess.run([sys.executable, "-c", LINK_IN_FRESH_PROCESS, str(wordnet_root)], check=True, text=True,
+                            capture_output=True, env=os.environ | {"PYTHONHASHSEED": str(seed)}).stdout
+             for seed in (1, 2, 3)}
+    assert len(links) == 1
 
 
 def test_punctuation_breaks_a_multiword_match(first):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tokenizers import Encoding
 
-from plmbench.data.entity_linking import EntityLinker, align_to_subwords
+from plmbench.data.entity_linking import LINKER_VERSION, EntityLinker, align_to_subwords
 from plmbench.data.wordnet import default_root
 
 
@@ -41,7 +41,8 @@ class LinkingSpec:
                    str(Path(root).resolve()))
 
     def key(self) -> dict:
-        return {"method": self.method, "min_score": self.min_score, "wordnet": wordnet_fingerprint(Path(self.root))}
+        return {"method": self.method, "min_score": self.min_score, "wordnet": wordnet_fingerprint(Path(self.root)),
+                "linker": LINKER_VERSION}
 
 
 def wordnet_fingerprint(root: Path) -> str:

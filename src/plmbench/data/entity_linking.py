@@ -33,6 +33,7 @@ MAX_WORDS = 4
 METHODS = ("first", "lesk")
 WORD = re.compile(r"[^\W_]+(?:-[^\W_]+)*(?:'(?!s\b)[^\W_]+)*")
 NO_ENTITY = -1
+LINKER_VERSION = 2  # bump when links change, so linked caches are rebuilt (2: ties broken by lemma, not hash order)
 
 # Function words (a closed class): they carry no entity, and Lesk ignores them as evidence.
 _STOPWORD_LIST = """
@@ -125,7 +126,10 @@ class EntityLinker:
         if all(w in STOPWORDS for w in words) or (len(words) == 1 and (len(phrase) < 2 or not _has_letter(phrase))):
             return ()
         found: dict[int, Sense] = {}
-        for lemma, pos in self.base_forms(words):
+        # The phrase as a lemma first, then its base forms in sorted order: senses that tie on count, sense number
+        # and POS keep this order. Set order would depend on Python's per-process string hashing ('woods' linked
+        # to the forest in one process and to wood, the material, in another).
+        for lemma, pos in sorted(self.base_forms(words), key=lambda form: (form[0] != phrase, form)):
             for sense in self.graph.senses.get(lemma.replace(" ", "_"), ()):
                 if sense.pos == pos:
                     found.setdefault(sense.entity, sense)
