@@ -39,6 +39,7 @@ from plmbench.distill.students import (
     uniform_layer_map,
 )
 from plmbench.errors import load_weights_only
+from plmbench.lit.finetune_init import folder_layout
 from plmbench.lit.pretrain_data import PretrainData
 from plmbench.lit.run_metrics import RunMetrics
 from plmbench.models.config import ModelConfig
@@ -117,16 +118,8 @@ class Teacher:
 
 
 def teacher_kind(path: str | Path) -> tuple[str, Path]:
-    folder = Path(str(path)).expanduser()
-    if not folder.is_dir():
-        raise DistillError(f"distill.teacher={path}: no such directory; give a pre-training run directory or a "
-                           "Hugging Face folder")
-    for kind, files in TEACHER_LAYOUTS.items():
-        if all((folder / name).is_file() for name in files):
-            return kind, folder
-    wanted = "; ".join(f"{kind}: {', '.join(files)}" for kind, files in TEACHER_LAYOUTS.items())
-    raise DistillError(f"distill.teacher={folder}: holds neither a pre-training run nor a Hugging Face folder "
-                       f"({wanted})")
+    return folder_layout(path, TEACHER_LAYOUTS, "distill.teacher", DistillError,
+                         "give a pre-training run directory or a Hugging Face folder")
 
 
 def _pretrain_run_model(folder: Path) -> tuple[MaskedLM | nn.Module, DictConfig]:

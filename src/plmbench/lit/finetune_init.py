@@ -44,15 +44,22 @@ def init_kind(init: str) -> tuple[str, Path | None]:
     """('random', None) or (layout name, directory), with a one-line error naming `init` otherwise."""
     if str(init) == "random":
         return "random", None
-    path = Path(str(init)).expanduser()
-    if not path.is_dir():
-        raise FinetuneError(f"init={init}: no such directory; allowed: random, a pre-training run directory or a "
-                            "Hugging Face folder")
-    for kind, files in INIT_LAYOUTS.items():
-        if all((path / name).is_file() for name in files):
-            return kind, path
-    wanted = "; ".join(f"{kind}: {', '.join(files)}" for kind, files in INIT_LAYOUTS.items())
-    raise FinetuneError(f"init={path}: holds neither a pre-training run nor a Hugging Face folder ({wanted})")
+    return folder_layout(init, INIT_LAYOUTS, "init", FinetuneError,
+                         "allowed: random, a pre-training run directory or a Hugging Face folder")
+
+
+def folder_layout(given, layouts: dict[str, tuple[str, ...]], key: str, error: type[Exception],
+                  allowed: str) -> tuple[str, Path]:
+    """(layout name, directory) of the first layout whose files `given` holds; a one-line `error` naming `key`
+    otherwise. Shared by fine-tuning's init and distillation's teacher."""
+    folder = Path(str(given)).expanduser()
+    if not folder.is_dir():
+        raise error(f"{key}={given}: no such directory; {allowed}")
+    for kind, files in layouts.items():
+        if all((folder / name).is_file() for name in files):
+            return kind, folder
+    wanted = "; ".join(f"{kind}: {', '.join(files)}" for kind, files in layouts.items())
+    raise error(f"{key}={folder}: holds neither a pre-training run nor a Hugging Face folder ({wanted})")
 
 
 def read_tokenizer(path: Path) -> Tokenizer:
