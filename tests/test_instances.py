@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from plmbench.data import instances
+from plmbench.data import cache_publish, instances, tokenized_documents
 from plmbench.data.instances import build_instances
 from plmbench.data.tokenizer import get_tokenizer
 from test_tokenizer import ListCorpus, WikiText
@@ -167,13 +167,13 @@ def test_static_masking_stores_one_mask_per_copy(corpus, wordpiece):
 def test_second_build_reuses_the_cache(corpus, wordpiece):
     tokenizer, special = wordpiece
     first, stats = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=5)
-    passes = instances.TOKENIZATION_PASSES
+    passes = tokenized_documents.TOKENIZATION_PASSES
     again, again_stats = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=5)
     assert (stats["from_cache"], again_stats["from_cache"]) == (False, True)
-    assert instances.TOKENIZATION_PASSES == passes  # not even tokenized again
+    assert tokenized_documents.TOKENIZATION_PASSES == passes  # not even tokenized again
     assert again["input_ids"] == first["input_ids"]
     other, other_stats = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=6)
-    assert other_stats["from_cache"] is False and instances.TOKENIZATION_PASSES == passes  # tokens are cached too
+    assert other_stats["from_cache"] is False and tokenized_documents.TOKENIZATION_PASSES == passes  # tokens are cached too
     assert other["input_ids"] != first["input_ids"]
 
 
@@ -183,13 +183,13 @@ def test_a_build_that_loses_the_race_to_another_process_uses_its_result(corpus, 
     tokenizer, special = wordpiece
     expected, _ = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=5)
     monkeypatch.setenv("PLMBENCH_CACHE", str(tmp_path))
-    publish = instances._publish
+    publish = cache_publish.publish
 
     def another_process_first(staging, final, **kwargs):
         shutil.copytree(staging, final)  # the same build, finished a moment earlier by another process
         publish(staging, final, **kwargs)
 
-    monkeypatch.setattr(instances, "_publish", another_process_first)
+    monkeypatch.setattr(cache_publish, "publish", another_process_first)  # the docs and the instances
     rows, stats = build_instances(corpus, tokenizer, special, sentence_task="sop", max_seq_len=96, seed=5)
     assert stats["from_cache"] is False and rows["input_ids"] == expected["input_ids"]
     built = sorted(p.name for p in (tmp_path / "instances").iterdir())  # no staging folder left behind

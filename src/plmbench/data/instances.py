@@ -26,23 +26,20 @@ Departures from the reference code, each for a reason:
 - Text that spells a special token ("[SEP]") is tokenized as text, so specials only appear where placed here.
 
 Knowledge fusion (`entity_linking`, a data.entity_ids.LinkingSpec): every sentence is linked to WordNet when it is
-tokenized, and an `entity_ids` column (the entity on the first sub-word of each mention, -1 elsewhere and on special
-tokens) travels beside input_ids and word_start through packing, truncation and static masking, as ERNIE's
-create_instances.py carries its entity list beside the tokens. Masking (static here, dynamic in the collator) never
-touches entity_ids: a masked token keeps its entity, as in ERNIE, whose create_masked_lm_predictions rewrites the
-tokens only (dEA corrupts entities on its own, objectives/dea.py). Without linking nothing changes: same columns,
-same cache keys.
+tokenized (data/tokenized_documents.py), and an `entity_ids` column (the entity on the first sub-word of each
+mention, -1 elsewhere and on special tokens) travels beside input_ids and word_start through packing, truncation and
+static masking, as ERNIE's create_instances.py carries its entity list beside the tokens. Masking (static here,
+dynamic in the collator) never touches entity_ids: a masked token keeps its entity, as in ERNIE, whose
+create_masked_lm_predictions rewrites the tokens only (dEA corrupts entities on its own, objectives/dea.py). Without
+linking nothing changes: same columns, same cache keys.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import logging
-import os
 import random
-import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -55,9 +52,12 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from tokenizers import Tokenizer
 
 from plmbench import paths
-from plmbench.data.entity_ids import LinkingSpec, linker_for, sentence_entity_ids
+from plmbench.data import cache_publish
+from plmbench.data.cache_publish import content_hash
+from plmbench.data.entity_ids import LinkingSpec
 from plmbench.data.masking import Masker
-from plmbench.data.tokenizer import Corpus, SpecialTokens, tokenizer_fingerprint, word_start_mask
+from plmbench.data.tokenized_documents import DOC_COLUMNS, tokenized_documents
+from plmbench.data.tokenizer import Corpus, SpecialTokens, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ IN_ORDER, NOT_IN_ORDER, NO_LABEL = 0, 1, -1
 MASKER_KEYS = ("rate", "mode", "max_ngram", "max_predictions", "mask_prob", "random_prob")
 NO_ENTITY = -1
 # Per-token columns travel together as a tuple of parallel lists, a "segment": (ids, word_start[, entities]).
-DOC_COLUMNS = ("ids", "word_start", "entities")  # in the tokenized documents, one list per sentence
 ROW_COLUMNS = ("input_ids", "word_start", "entity_ids")  # in the instances
-
-TOKENIZATION_PASSES = 0  # how often a corpus was tokenized in this process: tests assert caches are reused
 
 
 @dataclass(frozen=True)
@@ -112,13 +109,13 @@ def build_instances(
                         dict(sorted(static_masking.items())) if static_masking else None, debug, entity_linking)
     _validate(spec)
     root = paths.cache_root() / "instances"
-    key = _hash([corpus.fingerprint, tokenizer_fingerprint(tokenizer), _spec_key(spec), INSTANCES_VERSION])
+    key = content_hash([corpus.fingerprint, tokenizer_fingerprint(tokenizer), _spec_key(spec), INSTANCES_VERSION])
     final = root / key
     if (final / "stats.json").is_file():
         stats = json.loads((final / "stats.json").read_text()) | {"from_cache": True}
         return load_from_disk(str(final / "dataset")), stats
 
-    docs = _tokenized_documents(corpus, tokenizer, num_proc, entity_linking)
+    docs = tokenized_documents(corpus, tokenizer, num_proc, entity_linking)
     n_docs = len(docs)
     rows = list(range(n_docs))  # the documents instances are made from; nsp/sop need two sentences
     if sentence_task != "none":
@@ -149,7 +146,7 @@ def build_instances(
         staging = Path(work) / "out"
         dataset.save_to_disk(str(staging / "dataset"))
         (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-        _publish(staging, final)
+        cache_publish.publish(staging, final)
     return load_from_disk(str(final / "dataset")), stats | {"from_cache": False}
 
 
@@ -176,81 +173,6 @@ def _validate(spec: InstanceSpec) -> None:
             raise ValueError(f"static_masking keys {unknown} are not among {'|'.join(MASKER_KEYS)}")
         if spec.packing == "causal":
             raise ValueError("static masking is for masked-LM objectives; packing=causal predicts every token")
-
-
-def _hash(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _publish(staging: Path, final: Path, done: str = "stats.json") -> None:
-    """Moves a finished build into place in one rename; a concurrent build of the same key just loses the race
-    (`done`: the file a finished build holds, so that a lost race is told apart from a real failure)."""
-    try:
-        os.replace(staging, final)
-    except OSError:
-        if not (final / done).is_file():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- tokenization (cached apart from the instances)
-
-def _tokenized_documents(corpus: Corpus, tokenizer: Tokenizer, num_proc: int,
-                         linking: LinkingSpec | None = None) -> Dataset:
-    """One row per non-empty document: `ids` and `word_start` (and `entities` when linking), one list per
-    non-empty sentence."""
-    global TOKENIZATION_PASSES
-    root = paths.cache_root() / "instances"
-    identity = [corpus.fingerprint, tokenizer_fingerprint(tokenizer), INSTANCES_VERSION]
-    final = root / f"docs-{_hash(identity if linking is None else [*identity, linking.key()])}"
-    if (final / "dataset" / "state.json").is_file():
-        return load_from_disk(str(final / "dataset"))
-    if next(iter(corpus.documents()), None) is None:  # datasets cannot build a table from nothing
-        raise ValueError(f"corpus {corpus.name!r} has no documents")
-    TOKENIZATION_PASSES += 1
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".work-{final.name}-") as work:
-        raw = Dataset.from_generator(
-            _corpus_rows, features=Features({"sentences": List(Value("string"))}), cache_dir=work,
-            gen_kwargs={"corpus": corpus}, fingerprint=f"corpus-{corpus.fingerprint}")
-        columns = {"ids": List(List(Value("int32"))), "word_start": List(List(Value("bool")))}
-        if linking is not None:
-            columns["entities"] = List(List(Value("int32")))
-            linker_for(linking)  # WordNet loaded once here, before map() forks its workers, which inherit it
-        tokenized = raw.map(
-            _tokenize_documents, batched=True, batch_size=256, num_proc=max(1, min(num_proc, len(raw) or 1)),
-            remove_columns=["sentences"], fn_kwargs={"tokenizer_json": tokenizer.to_str(), "linking": linking},
-            features=Features(columns),
-            cache_file_name=str(Path(work) / "tokenized.arrow"), new_fingerprint=f"tok-{final.name}",
-            desc=f"tokenizing {corpus.name}")
-        if len(tokenized) == 0:
-            raise ValueError(f"corpus {corpus.name!r} has no documents with text")
-        staging = Path(work) / "out"
-        tokenized.save_to_disk(str(staging / "dataset"))
-        _publish(staging, final, done="dataset/state.json")
-    return load_from_disk(str(final / "dataset"))
-
-
-def _corpus_rows(corpus: Corpus):
-    for document in corpus.documents():
-        yield {"sentences": document}
-
-
-def _tokenize_documents(batch: dict, tokenizer_json: str, linking: LinkingSpec | None = None) -> dict:
-    tokenizer = Tokenizer.from_str(tokenizer_json)
-    tokenizer.encode_special_tokens = True  # "[SEP]" in the text is text, not a separator
-    flat = [sentence for document in batch["sentences"] for sentence in document]
-    encodings = iter(tokenizer.encode_batch(flat, add_special_tokens=False))
-    linker = linker_for(linking) if linking is not None else None
-    out: dict[str, list] = {"ids": [], "word_start": []} | ({"entities": []} if linker is not None else {})
-    for document in batch["sentences"]:
-        encoded = [(text, e) for text, e in ((text, next(encodings)) for text in document) if e.ids]
-        if encoded:  # a sentence can normalise to nothing
-            out["ids"].append([e.ids for _, e in encoded])
-            out["word_start"].append([word_start_mask(tokenizer, e) for _, e in encoded])
-            if linker is not None:
-                out["entities"].append([sentence_entity_ids(linker, text, e) for text, e in encoded])
-    return out
 
 
 # ---------------------------------------------------------------- instance creation, one work unit at a time
@@ -316,7 +238,7 @@ def _unit_instances(batch: dict, docs: Dataset, rows: list[int], spec: InstanceS
         else:
             _causal_blocks(columns, first, spec, special, out)
     if masker is not None:
-        generator = torch.Generator().manual_seed(int(_hash([spec.seed, first, "mask"]), 16))
+        generator = torch.Generator().manual_seed(int(content_hash([spec.seed, first, "mask"]), 16))
         out.columns["input_ids"], out.columns["mlm_labels"] = _mask_rows(out.columns, masker, generator)
     return out.columns
 
