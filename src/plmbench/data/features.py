@@ -5,7 +5,8 @@ with the ids taken from SpecialTokens. Texts are encoded without special tokens 
 does not depend on the tokenizer's post-processor.
 
 - classification / regression: A = text_a, B = text_b (pair tasks); the pair is cut longest-first (BERT's
-  `_truncate_seq_pair`: one token at a time from the longer side).
+  `_truncate_seq_pair`: one token at a time from the longer side). With `task.readout: mention` a `mention_mask`
+  marks the tokens of text_a between `task.mention_markers` ('[' and ']' in the supersense probe).
 - span (SQuAD): A = the question (first max_query_length tokens), B = one window of the context. A long context
   gives several windows that overlap by `doc_stride` tokens (the Hugging Face meaning of the word; BERT's
   run_squad.py used it for the step instead). Each window keeps the character offsets of its context tokens, so
@@ -70,14 +71,37 @@ def assemble(a: list[int], b: list[int] | None, special: SpecialTokens) -> tuple
 
 def _sentence_features(rows: dict, tokenizer: Tokenizer, special: SpecialTokens, task: Mapping) -> dict:
     max_length, pair = int(task["max_length"]), bool(task["pair"])
-    a = [e.ids for e in _encode(tokenizer, rows["text_a"])]
+    encodings = _encode(tokenizer, rows["text_a"])
+    a = [e.ids for e in encodings]
     if not pair:
         pieces = [assemble(x[: max_length - 2], None, special) for x in a]
     else:
         b = [e.ids for e in _encode(tokenizer, rows["text_b"])]
         keep_a, keep_b = longest_first([len(x) for x in a], [len(x) for x in b], max_length - 3)
         pieces = [assemble(x[:ka], y[:kb], special) for x, y, ka, kb in zip(a, b, keep_a, keep_b)]
-    return {"input_ids": [p[0] for p in pieces], "token_type_ids": [p[1] for p in pieces], "labels": rows["label"]}
+    out = {"input_ids": [p[0] for p in pieces], "token_type_ids": [p[1] for p in pieces], "labels": rows["label"]}
+    if task.get("readout", "summary") == "mention":
+        markers = tuple(task["mention_markers"])
+        out["mention_mask"] = [mention_mask(text, encoding.offsets, len(ids), markers)
+                               for text, encoding, (ids, _) in zip(rows["text_a"], encodings, pieces)]
+    return out
+
+
+def mention_mask(text: str, offsets: list[tuple[int, int]], length: int, markers: tuple[str, str]) -> list[int]:
+    """1 on the input positions of the tokens between the first pair of markers in `text` ('... the [horse] ran'),
+    markers excluded, 0 elsewhere. A mention cut off by truncation (or a text without markers) marks [CLS]
+    instead, so that every row still reads something; the probe's builder keeps such rows rare."""
+    mask = [0] * length
+    start = text.find(markers[0])
+    end = text.find(markers[1], start + len(markers[0])) if start >= 0 else -1
+    if end >= 0:
+        inside = range(start + len(markers[0]), end)
+        for position, (first, last) in enumerate(offsets[: length - 2], start=1):  # [CLS] is input position 0
+            if first in inside and last <= end and last > first:
+                mask[position] = 1
+    if not any(mask):
+        mask[CLS_INDEX] = 1
+    return mask
 
 
 # ------------------------------------------------------------------------------------------ multiple choice
@@ -230,7 +254,8 @@ def build_features(rows: datasets.Dataset, tokenizer: Tokenizer, special: Specia
 
 # ------------------------------------------------------------------------------------------ batches
 
-MODEL_COLUMNS = ("input_ids", "token_type_ids", "entity_ids", "labels", "start_positions", "end_positions")
+MODEL_COLUMNS = ("input_ids", "token_type_ids", "entity_ids", "mention_mask", "labels", "start_positions",
+                 "end_positions")
 
 
 class FeatureCollator:
@@ -254,6 +279,8 @@ class FeatureCollator:
         }
         if "entity_ids" in rows[0]:  # a fused (knowledge=ernie) model's linked entities, -1 = none
             batch["entity_ids"] = torch.from_numpy(pad_sequences(flat("entity_ids"), -1, length))
+        if "mention_mask" in rows[0]:  # a mention read-out's positions (task.readout=mention)
+            batch["mention_mask"] = torch.from_numpy(pad_sequences(flat("mention_mask"), 0, length))
         if choices:
             batch = {key: value.view(len(rows), choices, length) for key, value in batch.items()}
         for key in ("labels", "start_positions", "end_positions"):

@@ -81,7 +81,11 @@ class FinetuneModule(pl.LightningModule):
                  metric, primary: str, optim: Mapping | None = None, fused_adamw: bool = False,
                  head: torch.nn.Module | None = None, backbone: torch.nn.Module | None = None):
         super().__init__()
-        self.model = TaskModel(model_config, task["kind"], int(task["num_labels"]), head, backbone)
+        self.model = TaskModel(model_config, task["kind"], int(task["num_labels"]), head, backbone,
+                               readout=str(task.get("readout", "summary")))
+        self.frozen = bool(task.get("frozen", False))  # a probe: only the head learns, on fixed representations
+        if self.frozen:
+            self.model.backbone.requires_grad_(False)  # outside the optimiser (optim.py skips them)
         self.task, self.lr, self.total_steps = task, float(lr), int(total_steps)
         self.eval_splits, self.metric, self.primary = eval_splits, metric, primary
         self.optim, self.fused_adamw = dict(optim or {}), fused_adamw
@@ -89,6 +93,10 @@ class FinetuneModule(pl.LightningModule):
         self.best: dict | None = None  # {"epoch", "metrics": {split: {...}}}
         self._train_loss, self._train_batches = 0.0, 0
         self._logits: list[list[torch.Tensor]] = []
+
+    def on_train_epoch_start(self):
+        if self.frozen:  # Lightning puts the whole model in train mode each epoch: no dropout in a fixed encoder
+            self.model.backbone.eval()
 
     def training_step(self, batch: dict, batch_idx: int):
         loss = self.model(batch)["loss"]

@@ -45,7 +45,7 @@ from plmbench.lit.graph_reasoning import NoReasoner, build_reasoning
 from plmbench.lit.loggers import build_logger, finished, log_final, save_config
 from plmbench.lit.run_metrics import write_json_atomic
 from plmbench.lit.trainer import build_trainer
-from plmbench.models.task_heads import HEADS
+from plmbench.models.task_heads import HEADS, READOUTS
 from plmbench.numbers import FINETUNING, check_numbers
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def validate_finetune(cfg: DictConfig) -> None:
     primary_metric(task)
     run_seeds(cfg)
     learning_rates(task)
-    explicit = cfg.get("epochs") is not None
+    explicit = run_epochs_key(cfg) == "epochs"
     _positive(cfg.epochs if explicit else task.epochs, "epochs" if explicit else "task.epochs")
     _positive(task.batch_size, "task.batch_size")
     for key in ("max_train_examples", "max_eval_examples"):
@@ -118,6 +118,38 @@ def validate_finetune(cfg: DictConfig) -> None:
             span_window(task)
         except ValueError as error:
             raise FinetuneError(str(error)) from None
+    check_readout(task)
+
+
+def check_readout(task: DictConfig) -> None:
+    """task.readout (where the classifier reads) and its mention markers; task.frozen must be a boolean."""
+    readout = task.get("readout", "summary")
+    if readout not in READOUTS:
+        raise FinetuneError(f"task.readout={readout!r}: allowed values are {', '.join(READOUTS)}")
+    if readout == "mention":
+        if task.kind != "classification":
+            raise FinetuneError(f"task.readout=mention needs task.kind=classification, not {task.kind}")
+        markers = task.get("mention_markers")
+        if markers is None or len(markers) != 2 or not all(isinstance(m, str) and m for m in markers):
+            raise FinetuneError(f"task.mention_markers={markers}: give the two strings around a mention, "
+                                f"e.g. ['[', ']']")
+    if not isinstance(task.get("frozen", False), bool):
+        raise FinetuneError(f"task.frozen={task.frozen!r}: must be true or false")
+
+
+def run_epochs_key(cfg: DictConfig) -> str:
+    """Which key sets the epochs: `epochs` (given, or the width budget of conf/finetune.yaml) or `task.epochs`.
+    A frozen probe trains a linear head on fixed features, which needs more passes than fine-tuning: the width
+    budget (an interpolation) does not apply to it, an explicit `epochs=N` does."""
+    if cfg.get("epochs") is None:
+        return "task.epochs"
+    if cfg.task.get("frozen", False) and OmegaConf.is_interpolation(cfg, "epochs"):
+        return "task.epochs"
+    return "epochs"
+
+
+def run_epochs(cfg: DictConfig) -> int:
+    return int(cfg.epochs if run_epochs_key(cfg) == "epochs" else cfg.task.epochs)
 
 
 def check_rows(task: DictConfig, data) -> None:
@@ -211,7 +243,7 @@ def train_one(cfg: DictConfig, init: Init, train, splits: list[EvalSplit], metri
     """Fine-tune from the init once with one learning rate and seed; its per-epoch history and best epoch."""
     task, started = cfg.task, time.perf_counter()
     pl.seed_everything(seed, workers=True, verbose=False)
-    epochs = int(cfg.epochs if cfg.get("epochs") is not None else task.epochs)
+    epochs = run_epochs(cfg)
     batch_size, workers = int(task.batch_size), int(cfg.trainer.get("num_workers", 0))
     reasoning = reasoning or NoReasoner()
     collate = reasoning.collator(init.special) or collator_for(str(task.kind))(init.special)
@@ -294,7 +326,7 @@ def run_finetuning(cfg: DictConfig, run_dir: Path, logger_meta: dict | None = No
         "task": str(task.name), "task_kind": str(task.kind), "task_source": str(task.source),
         "init": init.describe(),
         "seeds": seeds, "seed": chosen["seed"], "lr": lr, "lr_grid": learning_rates(task),
-        "epochs": int(cfg.epochs if cfg.get("epochs") is not None else task.epochs),
+        "epochs": run_epochs(cfg),
         "batch_size": int(task.batch_size),
         "max_length": int(task.max_length), "max_length_capped_from": capped_from,
         "train_examples": train_rows, "train_inputs": len(train),  # inputs: SQuAD windows, one per row elsewhere

@@ -1,6 +1,7 @@
 """Fine-tuning heads on the backbone, one per task kind, and `TaskModel` that joins them.
 
 - classification: BERT's pooler (tanh dense) on a summary token, dropout, Linear(H, num_labels), cross-entropy;
+  with `task.readout: mention`, a linear classifier on the mean state of a marked mention instead (edge probing);
 - regression (STS-B): the same with one output and mean squared error;
 - span (SQuAD): Linear(H, 2) -> start and end logits per token, cross-entropy over positions;
 - tagging (CoNLL NER): models.tagging_head.TaggingHead, a linear layer per token;
@@ -52,6 +53,27 @@ class ClassificationHead(nn.Module):
         return F.cross_entropy(logits.float(), batch["labels"])
 
 
+class MentionClassificationHead(nn.Module):
+    """task.readout=mention: dropout and Linear(H, num_labels) on the mean of the mention's final states
+    (`mention_mask`, data/features.py), as edge probing reads a span (Tenney et al., ICLR 2019; there through
+    attention pooling and an MLP). No pooler: BERT's is trained on [CLS] for NSP, not on a word's state."""
+
+    batch_keys = ("mention_mask",)
+
+    def __init__(self, config: ModelConfig, num_labels: int):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, mention_mask: torch.Tensor) -> torch.Tensor:
+        weights = mention_mask.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.classifier(self.dropout(pooled))
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+
 class RegressionHead(ClassificationHead):
     def __init__(self, config: ModelConfig, num_labels: int = 1):
         super().__init__(config, 1)
@@ -98,6 +120,7 @@ class MultipleChoiceHead(nn.Module):
         return F.cross_entropy(logits.float(), batch["labels"])
 
 
+READOUTS = ("summary", "mention")  # task.readout: the summary token ([CLS]) or the marked mention's tokens
 HEADS = {
     "classification": ClassificationHead,
     "regression": RegressionHead,
@@ -118,13 +141,17 @@ class TaskModel(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, kind: str, num_labels: int, head: nn.Module | None = None,
-                 backbone: nn.Module | None = None):
+                 backbone: nn.Module | None = None, readout: str = "summary"):
         super().__init__()
         if kind not in HEADS:
             raise ValueError(f"task.kind={kind!r}: allowed values are {', '.join(HEADS)}")
+        if readout not in READOUTS or (readout == "mention" and kind != "classification"):
+            raise ValueError(f"task.readout={readout!r}: allowed values are {', '.join(READOUTS)}; mention only "
+                             f"with task.kind=classification (this task: {kind})")
         self.config = config
         self.backbone = backbone if backbone is not None else Backbone(config)
-        self.head = head if head is not None else HEADS[kind](config, num_labels)
+        default = MentionClassificationHead if readout == "mention" else HEADS[kind]
+        self.head = head if head is not None else default(config, num_labels)
         init_weights(self.head, config)  # N(0, init_std) as BERT initialises its classifiers
         self.uses_segments = config.type_vocab_size >= 2
 

@@ -55,6 +55,7 @@ COLUMNS: dict[str, Column] = {
     "qnli": Column("QNLI", "qnli", ("accuracy",), 100.0),
     "csqa": Column("CSQA dev", "csqa", ("accuracy",), 100.0),  # CommonsenseQA, 5 choices: chance 20%
     "supersense": Column("WordNet supersense", "supersense", ("accuracy",), 100.0),  # lemmas unseen in training
+    "supersense_probe": Column("Supersense, frozen probe", "supersense_probe", ("accuracy",), 100.0),  # edge probing
     "avg": Column("Avg"),
     # A model's costs beside a reference model's (distillation: the first row is the teacher)
     "shape": Column("Shape"),

@@ -214,7 +214,7 @@ def _load_proxy(task_cfg: Mapping, data_dir: str | Path | None = None) -> datase
 def _load_wordnet_probe(task_cfg: Mapping, data_dir: str | Path | None = None) -> datasets.DatasetDict:
     from plmbench.data.tasks.supersense import load_supersense  # imported on use: it reads WordNet
 
-    probes = {"supersense": load_supersense}
+    probes = {"supersense": load_supersense, "supersense_probe": load_supersense}  # one set of rows, two readings
     name = task_cfg.get("name")
     if name not in probes:
         raise TaskConfigError(f"task.name={name!r} is no WordNet probe; allowed: {', '.join(probes)}")
