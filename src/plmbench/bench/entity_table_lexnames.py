@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     root = default_root().resolve()
     table_path = build_entity_table(root, exclude=args.exclude, probe_seed=args.probe_seed)
-    vectors, graph, forms = torch.load(table_path), load_graph(root), target_forms(root)
+    vectors, graph, forms = torch.load(table_path, weights_only=True), load_graph(root), target_forms(root)
 
     def entity(lemma: str) -> int:  # target forms are one-sense nouns: exactly one noun synset
         (sense,) = [s for s in graph.senses[lemma.replace(" ", "_")] if s.pos == "n"]

@@ -58,6 +58,7 @@ class ElmoFinetuneModule(FinetuneModule):
         self.eval_splits, self.metric, self.primary = eval_splits, metric, primary
         self.optim, self.fused_adamw = dict(optim or {}), fused_adamw
         self.history, self.best = [], None
+        self.frozen = False  # the ELMo unit fine-tunes its whole model (task.frozen is a Transformer probe's)
         self._train_loss, self._train_batches = 0.0, 0
         self._logits = []
 
