@@ -70,8 +70,7 @@ class MentionClassificationHead(nn.Module):
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return self.classifier(self.dropout(pooled))
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), batch["labels"])
+    loss = ClassificationHead.loss  # the same cross-entropy over labels
 
 
 class RegressionHead(ClassificationHead):
